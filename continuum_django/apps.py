@@ -1,0 +1,40 @@
+"""The app config: loads workflow modules and adds the sweep to Celery beat."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class ContinuumConfig(AppConfig):
+    name = "continuum_django"
+    label = "continuum"
+    verbose_name = "Continuum workflows"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks
+        from .conf import app_settings
+
+        conf = app_settings()
+        if conf.WORKFLOW_MODULES is None:
+            autodiscover_modules("workflows")
+        else:
+            for module in conf.WORKFLOW_MODULES:
+                import_module(module)
+        if conf.BEAT:
+            install_beat_entry(float(conf.SWEEP_INTERVAL), conf.DEFAULT_QUEUE)
+
+
+def install_beat_entry(interval: float, queue: str) -> None:
+    """Add ``continuum.sweep`` to the current Celery app's beat schedule."""
+    from celery import current_app
+
+    schedule = dict(current_app.conf.beat_schedule or {})
+    schedule.setdefault(
+        "continuum.sweep",
+        {"task": "continuum.sweep", "schedule": interval, "options": {"queue": queue}},
+    )
+    current_app.conf.beat_schedule = schedule

@@ -1,0 +1,144 @@
+"""The client API: start runs, signal and cancel them, wait for their results."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .conf import app_settings
+from .engine import codec
+from .engine.definitions import WorkflowDefinition, registry
+from .engine.events import Event
+from .engine.exceptions import (
+    ResultTimeout,
+    RunNotFound,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from .engine.local import new_run
+from .models import RunStatus, WorkflowRun
+from .worker import runtime
+
+
+def _run_id(run_id: Any) -> str:
+    try:
+        return str(uuid.UUID(str(run_id)))
+    except ValueError:
+        raise RunNotFound(f"{run_id!r} is not a run id (a UUID)", run_id=str(run_id)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandle:
+    """A reference to one run."""
+
+    id: str
+
+    def get(self) -> WorkflowRun:
+        return get_run(self.id)
+
+    def status(self) -> str:
+        return self.get().status
+
+    def history(self) -> list[Event]:
+        return runtime().journal.history(self.id)
+
+    def signal(self, name: str, payload: Any = None, dedupe_key: str | None = None) -> None:
+        signal(self.id, name, payload, dedupe_key=dedupe_key)
+
+    def cancel(self, reason: str = "", terminate: bool = False) -> None:
+        cancel(self.id, reason=reason, terminate=terminate)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return result(self.id, timeout=timeout)
+
+
+def start(
+    workflow: WorkflowDefinition[..., Any] | str,
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    namespace: str = "default",
+    attributes: dict[str, Any] | None = None,
+) -> RunHandle:
+    """Start a run in the caller's transaction; its first advance is sent on commit.
+
+    With ``idempotency_key``, a run already started under that key (in this namespace,
+    for this workflow) is returned instead of a new one.
+    """
+    if isinstance(workflow, WorkflowDefinition):
+        definition = workflow
+    else:
+        definition = registry.workflow(str(workflow))
+    if idempotency_key is not None and not isinstance(idempotency_key, str):
+        raise TypeError(f"idempotency_key must be a str, not {type(idempotency_key).__name__}")
+    new = new_run(
+        definition,
+        args,
+        kwargs,
+        idempotency_key=idempotency_key,
+        namespace=namespace,
+        attributes=attributes,
+        max_payload_bytes=app_settings().MAX_PAYLOAD_BYTES,
+    )
+    engine = runtime()
+    run_id, _, dispatch = engine.journal.create_run(new)
+    engine.dispatcher.send(dispatch)
+    return RunHandle(run_id)
+
+
+def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None = None) -> None:
+    """Deliver a signal to the run's mailbox; a repeated ``dedupe_key`` is delivered once."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"signal name must be a non-empty str, not {name!r}")
+    encoded = codec.encode(
+        payload, what=f"payload of signal {name!r}", max_bytes=app_settings().MAX_PAYLOAD_BYTES
+    )
+    engine = runtime()
+    engine.dispatcher.send(
+        engine.journal.deliver_signal(_run_id(run_id), name, encoded, dedupe_key)
+    )
+
+
+def cancel(run_id: Any, reason: str = "", terminate: bool = False) -> None:
+    """Ask the run to cancel (the workflow may clean up); ``terminate`` ends it at once."""
+    engine = runtime()
+    engine.dispatcher.send(engine.journal.request_cancel(_run_id(run_id), reason, terminate))
+
+
+def get_run(run_id: Any) -> WorkflowRun:
+    """The `WorkflowRun` with exactly this id."""
+    run = WorkflowRun.objects.using(app_settings().DATABASE).filter(pk=_run_id(run_id)).first()
+    if run is None:
+        raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
+    return run
+
+
+def result(run_id: Any, timeout: float | None = None) -> Any:
+    """Wait for the run to finish and return its result.
+
+    Raises `WorkflowFailed`, `WorkflowCancelled`, or `ResultTimeout` after ``timeout`` seconds.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        run = get_run(run_id)
+        if run.status == RunStatus.COMPLETED:
+            return codec.decode(run.result)
+        if run.status == RunStatus.FAILED:
+            error = run.error or {}
+            raise WorkflowFailed(
+                f"run {run.id} failed: {error.get('type', '?')}: {error.get('message', '')}",
+                run_id=str(run.id),
+                error=error,
+            )
+        if run.status == RunStatus.CANCELLED:
+            raise WorkflowCancelled(f"run {run.id} was cancelled", run_id=str(run.id))
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ResultTimeout(
+                f"run {run.id} is still {run.status} after {timeout} seconds", run_id=str(run.id)
+            )
+        time.sleep(delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.25)

@@ -1,0 +1,1 @@
+"""The pure engine: replay, journal protocol and runtime. Imports neither Django nor Celery."""

@@ -1,0 +1,412 @@
+"""What workflow code sees: the ``ctx`` that turns effects into journaled commands.
+
+Each effectful call gets a command id ``"{position}:{kind}:{name}"``. On replay the
+recorded command at the same position must carry the same id, or the run has
+drifted; a command whose outcome is not yet in the history suspends the
+workflow by raising `Suspend`, a BaseException that ``except Exception`` in
+workflow code cannot swallow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from . import codec
+from .definitions import ActivityDefinition, Duration, registry, to_seconds
+from .events import COMMAND_EVENTS, Event, EventType, NewEvent
+from .exceptions import (
+    ActivityFailed,
+    CancellationRequested,
+    ContinuumError,
+    ReplayDriftError,
+    SignalTimeout,
+    WorkflowUsageError,
+)
+from .retry import RetryPolicy
+
+T = TypeVar("T")
+MISSING: Any = object()
+
+
+class Suspend(BaseException):
+    """Unwinds workflow code when it reaches an effect whose outcome is not journaled yet."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BufferedSignal:
+    """A signal waiting in the run's mailbox."""
+
+    id: int
+    name: str
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """What the engine needs from its host: it reads no settings of its own."""
+
+    default_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    default_queue: str = "continuum"
+    max_payload_bytes: int | None = 1024 * 1024
+
+
+class ActivityHandle:
+    """A scheduled activity; `result()` waits for it."""
+
+    __slots__ = ("_ctx", "command_id", "name")
+
+    def __init__(self, ctx: WorkflowContext, command_id: str, name: str) -> None:
+        self._ctx = ctx
+        self.command_id = command_id
+        self.name = name
+
+    def result(self) -> Any:
+        outcome = self._ctx._wait(self.command_id)
+        return self._ctx._activity_value(self, outcome)
+
+    def __repr__(self) -> str:
+        return f"<ActivityHandle {self.command_id}>"
+
+
+_OUTCOMES = {
+    EventType.ACTIVITY_COMPLETED,
+    EventType.ACTIVITY_FAILED,
+    EventType.TIMER_FIRED,
+    EventType.SIGNAL_RECEIVED,
+}
+
+
+class _ReplayFilter(logging.Filter):
+    def __init__(self, ctx: WorkflowContext) -> None:
+        super().__init__()
+        self._ctx = ctx
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._ctx.is_replaying
+
+
+class _ReplayAwareLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that stays silent while the workflow replays history it has already logged."""
+
+    def __init__(self, logger: logging.Logger, ctx: WorkflowContext) -> None:
+        super().__init__(logger, {"run_id": ctx.run_id})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+
+
+class WorkflowContext:
+    """The ``ctx`` passed as first argument to every workflow function."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow_name: str,
+        history: Sequence[Event],
+        mailbox: Iterable[BufferedSignal] = (),
+        now: dt.datetime,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_name = workflow_name
+        self._config = config or EngineConfig()
+        self._now = now
+        self._by_command: dict[str, list[Event]] = {}
+        self._recorded: dict[int, Event] = {}
+        self._cancel: Event | None = None
+        started = history[0].payload if history else {}
+        for event in history:
+            if event.command_id:
+                self._by_command.setdefault(event.command_id, []).append(event)
+                position = int(event.command_id.split(":", 1)[0])
+                if event.type in COMMAND_EVENTS or event.type == EventType.SIGNAL_RECEIVED:
+                    self._recorded.setdefault(position, event)
+            elif event.type == EventType.CANCEL_REQUESTED and self._cancel is None:
+                self._cancel = event
+        self._mailbox = list(mailbox)
+        self._position = 0
+        self._matched = 0
+        self._new: list[NewEvent] = []
+        self._rng = random.Random(started.get("seed", 0))
+        self._attributes: dict[str, Any] = dict(started.get("attributes") or {})
+        self._attributes_changed = False
+        self._cancel_delivered = False
+        self.suspended_at: str | None = None
+        self.drift: ReplayDriftError | None = None
+        self.logger: logging.LoggerAdapter[logging.Logger] = _ReplayAwareLogger(
+            logging.getLogger(f"continuum.workflow.{workflow_name}"), self
+        )
+
+    # -- facts ---------------------------------------------------------------
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-executes commands the history already holds."""
+        return self._matched < len(self._recorded)
+
+    @property
+    def cancel_delivered(self) -> bool:
+        return self._cancel_delivered
+
+    @property
+    def unmatched_commands(self) -> list[Event]:
+        return [e for p, e in sorted(self._recorded.items()) if p >= self._position]
+
+    @property
+    def new_events(self) -> list[NewEvent]:
+        return self._new
+
+    @property
+    def attributes(self) -> dict[str, Any] | None:
+        """The run's attributes when the code changed them, else None."""
+        return self._attributes if self._attributes_changed else None
+
+    # -- activities ----------------------------------------------------------
+
+    def activity(self, act: ActivityDefinition[..., T] | str, *args: Any, **kwargs: Any) -> T:
+        """Run an activity and return its result; raises `ActivityFailed` once retries are spent."""
+        return self.start_activity(act, *args, **kwargs).result()  # type: ignore[no-any-return]
+
+    def start_activity(
+        self, act: ActivityDefinition[..., Any] | str, *args: Any, **kwargs: Any
+    ) -> ActivityHandle:
+        """Schedule an activity without waiting for it; returns a handle."""
+        definition = self._activity_definition(act)
+        command_id, recorded = self._command("activity", definition.name)
+        if recorded is None:
+            what = f"arguments of activity {definition.name!r}"
+            limit = self._config.max_payload_bytes
+            payload = {
+                "activity": definition.name,
+                "args": codec.encode(list(args), what=what, max_bytes=limit),
+                "kwargs": codec.encode(kwargs, what=what, max_bytes=limit),
+                "queue": definition.queue or self._config.default_queue,
+                "retry": (definition.retry or self._config.default_retry).to_json(),
+                "timeout": definition.timeout,
+                "schedule_to_close_timeout": definition.schedule_to_close_timeout,
+                "heartbeat_timeout": definition.heartbeat_timeout,
+            }
+            self._emit(EventType.ACTIVITY_SCHEDULED, command_id, payload)
+        return ActivityHandle(self, command_id, definition.name)
+
+    def wait_all(self, *handles: ActivityHandle) -> list[Any]:
+        """Wait for every handle; results in argument order, or the earliest failure raised."""
+        outcomes = [self._wait(handle.command_id) for handle in handles]
+        failures = [
+            (h, o)
+            for h, o in zip(handles, outcomes, strict=True)
+            if o.type == EventType.ACTIVITY_FAILED
+        ]
+        if failures:
+            self._activity_value(*failures[0])
+        return [self._activity_value(h, o) for h, o in zip(handles, outcomes, strict=True)]
+
+    def wait_any(self, *handles: ActivityHandle) -> ActivityHandle:
+        """Wait until one handle finishes; returns the first to finish in journal order."""
+        if not handles:
+            raise WorkflowUsageError("wait_any needs at least one handle")
+        self._alive()
+        done = [(o.seq, h) for h in handles if (o := self._outcome(h.command_id)) is not None]
+        first_seq = min(done, key=lambda pair: pair[0])[0] if done else None
+        self._deliver_cancel(first_seq)
+        if not done:
+            self._suspend(f"any of {', '.join(h.command_id for h in handles)}")
+        return min(done, key=lambda pair: pair[0])[1]
+
+    # -- timers and signals --------------------------------------------------
+
+    def sleep(self, duration: Duration) -> None:
+        """A durable timer: the run sleeps for ``duration`` (seconds or a timedelta)."""
+        seconds = to_seconds(duration, what="sleep duration")
+        command_id, recorded = self._command("timer", "sleep")
+        if recorded is None:
+            self._emit(EventType.TIMER_SCHEDULED, command_id, self._timer_payload(seconds))
+        self._wait(command_id)
+
+    def wait_signal(
+        self, name: str, timeout: Duration | None = None, default: Any = MISSING
+    ) -> Any:
+        """The next buffered signal called ``name``.
+
+        On timeout, returns ``default``, or raises `SignalTimeout` when none was given.
+        """
+        seconds = to_seconds(timeout, what="signal timeout")
+        self._alive()
+        command_id, recorded = self._peek("signal", name)
+        if recorded is not None:
+            self._advance_position()
+            outcome = self._outcome(command_id)
+            self._deliver_cancel(outcome.seq if outcome else None)
+            if outcome is None:
+                outcome = self._take_signal(command_id, name)
+        else:
+            self._deliver_cancel(None)
+            outcome = self._take_signal(command_id, name, new=True)
+            if outcome is None and seconds is not None:
+                self._advance_position()
+                payload = self._timer_payload(seconds) | {"signal": name}
+                self._emit(EventType.TIMER_SCHEDULED, command_id, payload)
+        if outcome is None:
+            self._suspend(f"signal {name!r}")
+        if outcome.type == EventType.SIGNAL_RECEIVED:
+            return codec.decode(outcome.payload["payload"])
+        if default is MISSING:
+            raise SignalTimeout(f"no signal {name!r} arrived within {seconds} seconds", signal=name)
+        return default
+
+    # -- determinism helpers -------------------------------------------------
+
+    def side_effect(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` once and journal its value; replay returns the journaled value."""
+        return self._journal_value("side_effect", getattr(fn, "__name__", "fn"), fn)
+
+    def now(self) -> dt.datetime:
+        """The current time, journaled so that replay sees the same value."""
+        return self._journal_value("now", "now", lambda: self._now)
+
+    def _journal_value(self, kind: str, name: str, fn: Callable[[], T]) -> T:
+        command_id, recorded = self._command(kind, name)
+        if recorded is not None:
+            return codec.decode(recorded.payload["value"])  # type: ignore[no-any-return]
+        value = codec.encode(fn(), what=f"{kind} value", max_bytes=self._config.max_payload_bytes)
+        self._emit(EventType.SIDE_EFFECT, command_id, {"value": value})
+        return codec.decode(value)  # type: ignore[no-any-return]
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID drawn from the run's seeded generator."""
+        self._alive()
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    def random(self) -> float:
+        """A float in [0, 1) from the run's seeded generator."""
+        self._alive()
+        return self._rng.random()
+
+    def set_attributes(self, **attributes: Any) -> None:
+        """Set search attributes on the run (queryable, shown in the admin)."""
+        self._alive()
+        self._attributes.update(codec.encode(attributes, what="attributes"))
+        self._attributes_changed = True
+
+    # -- internals -----------------------------------------------------------
+
+    def _activity_definition(self, act: Any) -> ActivityDefinition[..., Any]:
+        if isinstance(act, ActivityDefinition):
+            return act
+        if isinstance(act, str):
+            return registry.activity(act)
+        raise WorkflowUsageError(
+            f"{act!r} is not an activity: decorate it with @activity, or pass a registered name"
+        )
+
+    def _timer_payload(self, seconds: float | None) -> dict[str, Any]:
+        fire_at = self._now + dt.timedelta(seconds=seconds or 0.0)
+        return {"fire_at": fire_at.isoformat(), "seconds": seconds}
+
+    def _alive(self) -> None:
+        if self.suspended_at is not None:
+            raise WorkflowUsageError(
+                "workflow code kept running after the engine suspended it at "
+                f"{self.suspended_at}: a bare `except:` or `except BaseException:` swallowed the "
+                "suspension; catch Exception (or the specific error) instead"
+            )
+
+    def _peek(self, kind: str, name: str) -> tuple[str, Event | None]:
+        command_id = f"{self._position}:{kind}:{name}"
+        recorded = self._recorded.get(self._position)
+        if recorded is not None and recorded.command_id != command_id:
+            self.drift = ReplayDriftError(
+                f"replay drift at command #{self._position}: the code now issues "
+                f"{command_id!r}, but the history recorded {recorded.command_id!r} "
+                f"({recorded.type} at seq {recorded.seq})",
+                position=self._position,
+                expected=recorded.command_id,
+                actual=command_id,
+            )
+            raise self.drift
+        return command_id, recorded
+
+    def _advance_position(self) -> None:
+        if self._position in self._recorded:
+            self._matched += 1
+        self._position += 1
+
+    def _command(self, kind: str, name: str) -> tuple[str, Event | None]:
+        self._alive()
+        command_id, recorded = self._peek(kind, name)
+        self._advance_position()
+        return command_id, recorded
+
+    def _emit(self, type_: EventType, command_id: str, payload: Any) -> None:
+        self._new.append(NewEvent(type=type_, command_id=command_id, payload=payload))
+
+    def _outcome(self, command_id: str) -> Event | None:
+        for event in self._by_command.get(command_id, ()):
+            if event.type in _OUTCOMES:
+                return event
+        return None
+
+    def _deliver_cancel(self, outcome_seq: int | None) -> None:
+        """Raise the pending cancellation at this suspension point, once."""
+        cancel = self._cancel
+        if cancel is None or self._cancel_delivered:
+            return
+        if outcome_seq is None or outcome_seq > cancel.seq:
+            self._cancel_delivered = True
+            raise CancellationRequested((cancel.payload or {}).get("reason", ""))
+
+    def _wait(self, command_id: str) -> Event:
+        self._alive()
+        outcome = self._outcome(command_id)
+        self._deliver_cancel(outcome.seq if outcome else None)
+        if outcome is None:
+            self._suspend(command_id)
+        return outcome  # type: ignore[return-value]
+
+    def _suspend(self, what: str) -> None:
+        self.suspended_at = what
+        raise Suspend(what)
+
+    def _take_signal(self, command_id: str, name: str, new: bool = False) -> Event | None:
+        for index, signal in enumerate(self._mailbox):
+            if signal.name == name:
+                del self._mailbox[index]
+                if new:
+                    self._advance_position()
+                payload = {"name": name, "payload": signal.payload, "signal_id": signal.id}
+                self._emit(EventType.SIGNAL_RECEIVED, command_id, payload)
+                return Event(seq=-1, type=EventType.SIGNAL_RECEIVED, payload=payload)
+        return None
+
+    def _activity_value(self, handle: ActivityHandle, outcome: Event) -> Any:
+        if outcome.type == EventType.ACTIVITY_COMPLETED:
+            return codec.decode(outcome.payload["result"])
+        error = outcome.payload["error"]
+        attempts = outcome.payload.get("attempts", 1)
+        raise ActivityFailed(
+            f"activity {handle.name!r} failed after {attempts} attempt(s): "
+            f"{error['type']}: {error['message']}",
+            activity=handle.name,
+            error_type=error["type"],
+            error_message=error["message"],
+            attempts=attempts,
+        )
+
+
+__all__ = [
+    "MISSING",
+    "ActivityHandle",
+    "BufferedSignal",
+    "ContinuumError",
+    "EngineConfig",
+    "Suspend",
+    "WorkflowContext",
+]

@@ -1,0 +1,289 @@
+"""`@workflow` and `@activity`: the decorators, their definitions and the name registry."""
+
+from __future__ import annotations
+
+import ast
+import contextvars
+import datetime as dt
+import hashlib
+import inspect
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from .exceptions import RegistrationError, UnknownActivity, UnknownWorkflow, WorkflowUsageError
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .context import WorkflowContext
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Duration = float | int | dt.timedelta
+
+# Set while workflow code runs, so a direct activity call can be refused.
+in_workflow: contextvars.ContextVar[bool] = contextvars.ContextVar("in_workflow", default=False)
+
+
+def to_seconds(value: Duration | None, *, what: str = "duration") -> float | None:
+    """Seconds from an int, a float or a timedelta; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(f"{what} must be seconds (int or float) or a timedelta, not {value!r}")
+    if seconds < 0:
+        raise ValueError(f"{what} must not be negative, got {seconds}")
+    return seconds
+
+
+def source_hash(fn: Callable[..., Any]) -> str:
+    """A hash of a function's code that ignores formatting, comments and docstrings."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return hashlib.sha256(fn.__code__.co_code).hexdigest()[:16]
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body.pop(0)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            node.decorator_list = []
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityDefinition(Generic[P, R]):
+    """A registered activity. Called outside a workflow, it is the plain function."""
+
+    fn: Callable[P, R]
+    name: str
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    schedule_to_close_timeout: float | None = None
+    heartbeat_timeout: float | None = None
+    queue: str | None = None
+    wants_context: bool = False
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if in_workflow.get():
+            raise WorkflowUsageError(
+                f"activity {self.name!r} was called directly inside workflow code, where it would "
+                f"run again on every replay; call ctx.activity({self.fn.__name__}, ...) instead"
+            )
+        return self.fn(*args, **kwargs)
+
+    def with_options(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: Duration | None = None,
+        schedule_to_close_timeout: Duration | None = None,
+        heartbeat_timeout: Duration | None = None,
+        queue: str | None = None,
+    ) -> ActivityDefinition[P, R]:
+        """This activity with per-call overrides (the registered one is unchanged)."""
+        changes: dict[str, Any] = {}
+        if retry is not None:
+            changes["retry"] = retry
+        if timeout is not None:
+            changes["timeout"] = to_seconds(timeout, what="timeout")
+        if schedule_to_close_timeout is not None:
+            changes["schedule_to_close_timeout"] = to_seconds(
+                schedule_to_close_timeout, what="schedule_to_close_timeout"
+            )
+        if heartbeat_timeout is not None:
+            changes["heartbeat_timeout"] = to_seconds(heartbeat_timeout, what="heartbeat_timeout")
+        if queue is not None:
+            changes["queue"] = queue
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowDefinition(Generic[P, R]):
+    """A registered workflow: ``fn(ctx, *args, **kwargs)`` with its durable identity."""
+
+    fn: Callable[Concatenate[WorkflowContext, P], R]
+    name: str
+    version: int = 1
+    version_hash: str = ""
+    signals: dict[str, Any] | None = None
+
+    def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(ctx, *args, **kwargs)
+
+    def start(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Start a run of this workflow (see `continuum_django.start`); returns a `RunHandle`."""
+        from continuum_django.client import start
+
+        return start(self, args=list(args), kwargs=dict(kwargs))
+
+    def options(self, **options: Any) -> StartOptions[P, R]:
+        """Start options (``idempotency_key``, ``namespace``, ``attributes``) for `start`."""
+        return StartOptions(workflow=self, options=options)
+
+
+@dataclass(frozen=True, slots=True)
+class StartOptions(Generic[P, R]):
+    workflow: WorkflowDefinition[P, R]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        from continuum_django.client import start
+
+        return start(self.workflow, args=list(args), kwargs=dict(kwargs), **self.options)
+
+
+class Registry:
+    """Workflows by ``(name, version)`` and activities by name, filled by the decorators."""
+
+    def __init__(self) -> None:
+        self.workflows: dict[tuple[str, int], WorkflowDefinition[..., Any]] = {}
+        self.activities: dict[str, ActivityDefinition[..., Any]] = {}
+
+    def add_workflow(self, definition: WorkflowDefinition[..., Any]) -> None:
+        key = (definition.name, definition.version)
+        existing = self.workflows.get(key)
+        if existing is not None and _origin(existing.fn) != _origin(definition.fn):
+            raise RegistrationError(
+                f"workflow {definition.name!r} version {definition.version} is registered twice: "
+                f"by {_origin(existing.fn)} and by {_origin(definition.fn)}; give one another "
+                "name= or version="
+            )
+        self.workflows[key] = definition
+
+    def add_activity(self, definition: ActivityDefinition[..., Any]) -> None:
+        existing = self.activities.get(definition.name)
+        if existing is not None and _origin(existing.fn) != _origin(definition.fn):
+            raise RegistrationError(
+                f"activity {definition.name!r} is registered twice: by {_origin(existing.fn)} "
+                f"and by {_origin(definition.fn)}; give one of them another name="
+            )
+        self.activities[definition.name] = definition
+
+    def workflow(self, name: str, version: int | None = None) -> WorkflowDefinition[..., Any]:
+        """The workflow ``name`` at ``version`` (the newest when ``version`` is None)."""
+        if version is not None:
+            found = self.workflows.get((name, version))
+            if found is None:
+                raise UnknownWorkflow(
+                    f"no workflow {name!r} version {version} is registered here; known: "
+                    f"{self._known_workflows()}",
+                    name=name,
+                    version=version,
+                )
+            return found
+        versions = [key[1] for key in self.workflows if key[0] == name]
+        if not versions:
+            raise UnknownWorkflow(
+                f"no workflow is registered as {name!r}; known: {self._known_workflows()}",
+                name=name,
+            )
+        return self.workflows[(name, max(versions))]
+
+    def activity(self, name: str) -> ActivityDefinition[..., Any]:
+        found = self.activities.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.activities)) or "none"
+            raise UnknownActivity(
+                f"no activity is registered as {name!r}; known: {known}", name=name
+            )
+        return found
+
+    def _known_workflows(self) -> str:
+        return ", ".join(f"{n} v{v}" for n, v in sorted(self.workflows)) or "none"
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+registry = Registry()
+
+
+@overload
+def workflow(fn: Callable[Concatenate[WorkflowContext, P], R], /) -> WorkflowDefinition[P, R]: ...
+@overload
+def workflow(
+    *, name: str | None = None, version: int = 1, signals: dict[str, Any] | None = None
+) -> Callable[[Callable[Concatenate[WorkflowContext, P], R]], WorkflowDefinition[P, R]]: ...
+def workflow(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: int = 1,
+    signals: dict[str, Any] | None = None,
+) -> Any:
+    """Register a workflow function ``fn(ctx, *args, **kwargs)``; usable bare or with options."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RegistrationError(f"workflow version must be a positive int, not {version!r}")
+
+    def register(fn: Callable[..., Any]) -> WorkflowDefinition[..., Any]:
+        definition: WorkflowDefinition[..., Any] = WorkflowDefinition(
+            fn=fn,
+            name=name or _origin(fn),
+            version=version,
+            version_hash=source_hash(fn),
+            signals=signals,
+        )
+        registry.add_workflow(definition)
+        return definition
+
+    return register(fn) if fn is not None else register
+
+
+@overload
+def activity(fn: Callable[P, R], /) -> ActivityDefinition[P, R]: ...
+@overload
+def activity(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: Duration | None = None,
+    schedule_to_close_timeout: Duration | None = None,
+    heartbeat_timeout: Duration | None = None,
+    queue: str | None = None,
+) -> Callable[[Callable[P, R]], ActivityDefinition[P, R]]: ...
+def activity(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: Duration | None = None,
+    schedule_to_close_timeout: Duration | None = None,
+    heartbeat_timeout: Duration | None = None,
+    queue: str | None = None,
+) -> Any:
+    """Register an activity; usable bare or with options."""
+
+    def register(fn: Callable[..., Any]) -> ActivityDefinition[..., Any]:
+        parameters = inspect.signature(fn).parameters
+        definition: ActivityDefinition[..., Any] = ActivityDefinition(
+            fn=fn,
+            name=name or _origin(fn),
+            retry=retry,
+            timeout=to_seconds(timeout, what="timeout"),
+            schedule_to_close_timeout=to_seconds(
+                schedule_to_close_timeout, what="schedule_to_close_timeout"
+            ),
+            heartbeat_timeout=to_seconds(heartbeat_timeout, what="heartbeat_timeout"),
+            queue=queue,
+            wants_context="activity_context" in parameters,
+        )
+        registry.add_activity(definition)
+        return definition
+
+    return register(fn) if fn is not None else register

@@ -1,0 +1,103 @@
+"""The errors of continuum-django: one base class, picklable, with messages that say what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ContinuumError(Exception):
+    """Base class of every error this package raises."""
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        for key, value in details.items():
+            setattr(self, key, value)
+        self._details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles exceptions; keep the keyword details across the trip.
+        return (_rebuild, (type(self), self.message, self._details))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[ContinuumError], message: str, details: dict[str, Any]) -> ContinuumError:
+    error = cls.__new__(cls)
+    ContinuumError.__init__(error, message, **details)
+    return error
+
+
+class UnknownWorkflow(ContinuumError):
+    """No workflow is registered under that name (and version)."""
+
+
+class UnknownActivity(ContinuumError):
+    """No activity is registered under that name."""
+
+
+class RegistrationError(ContinuumError):
+    """A workflow or activity definition is invalid or clashes with another."""
+
+
+class RunNotFound(ContinuumError):
+    """No run has that id."""
+
+
+class RunNotActive(ContinuumError):
+    """The run has already finished, so it cannot take a signal or a cancel."""
+
+
+class PayloadError(ContinuumError):
+    """A value cannot be journaled: not JSON-serialisable, or over the size limit."""
+
+
+class ReplayDriftError(ContinuumError):
+    """Replaying the history met a command different from the recorded one."""
+
+
+class LeaseLost(ContinuumError):
+    """The writer's lease on a run or activity task was taken over or expired."""
+
+
+class ActivityFailed(ContinuumError):
+    """An activity failed for good (retries exhausted or a non-retryable error)."""
+
+
+class NonRetryableError(ContinuumError):
+    """Raise from an activity to fail it at once, without further retries."""
+
+
+class SignalTimeout(ContinuumError):
+    """`wait_signal` timed out and no default was given."""
+
+
+class WorkflowFailed(ContinuumError):
+    """The run ended `failed`; `error` holds the recorded failure."""
+
+
+class WorkflowCancelled(ContinuumError):
+    """The run ended `cancelled`."""
+
+
+class ResultTimeout(ContinuumError, TimeoutError):
+    """`result(timeout=...)` gave up before the run finished."""
+
+
+class WorkflowUsageError(ContinuumError):
+    """Workflow code used the engine in a way that cannot be replayed."""
+
+
+class CancellationRequested(BaseException):
+    """Delivered inside workflow code when the run is cancelled.
+
+    A BaseException, so that ``except Exception`` in workflow code cannot swallow it.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason,))

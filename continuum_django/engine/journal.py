@@ -1,0 +1,233 @@
+"""The `Journal` protocol: every durable read and write the engine makes, and the values they carry.
+
+Two implementations keep to it: `memory.MemoryJournal` and the Django ORM journal
+(`continuum_django.journal.OrmJournal`); one contract test suite runs against both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .context import BufferedSignal
+from .events import Event
+from .replay import Activation
+from .retry import RetryPolicy
+
+
+class StaleClaim(Exception):
+    """The run changed since the claim loaded it; reload and run the activation again."""
+
+
+class ParkReason:
+    DRIFT = "drift"
+    UNKNOWN_VERSION = "unknown_version"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunClaim:
+    """A run leased to one worker, with what an activation needs."""
+
+    run_id: str
+    token: int
+    revision: int
+    workflow_name: str
+    version: int
+    history: list[Event]
+    mailbox: list[BufferedSignal]
+    now: dt.datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityClaim:
+    """An activity attempt leased to one worker."""
+
+    task_id: int
+    run_id: str
+    command_id: str
+    activity: str
+    args: Any
+    kwargs: Any
+    attempt: int
+    token: int
+    retry: RetryPolicy
+    timeout_reason: str = ""
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.command_id}"
+
+
+@dataclass(slots=True)
+class Dispatch:
+    """Celery messages to send once the transaction that made them needed has committed."""
+
+    runs: list[tuple[str, dt.datetime | None]] = field(default_factory=list)
+    activities: list[tuple[int, str, dt.datetime | None]] = field(default_factory=list)
+
+    def merge(self, other: Dispatch) -> Dispatch:
+        self.runs.extend(other.runs)
+        self.activities.extend(other.activities)
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.activities)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRun:
+    """What `Journal.create_run` inserts, together with the run's first event."""
+
+    run_id: str
+    workflow_name: str
+    version: int
+    version_hash: str
+    input: dict[str, Any]
+    namespace: str
+    attributes: dict[str, Any]
+    idempotency_key: str | None
+    seed: int
+
+
+class Journal(Protocol):
+    """Durable state of runs. Every write locks the run, checks the writer's lease, then writes."""
+
+    def create_run(self, new: NewRun) -> tuple[str, bool, Dispatch]:
+        """Insert the run and its run_started event; with an idempotency key already used,
+        return the existing run's id and ``False``."""
+        ...
+
+    def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
+        """Lease a runnable run (firing its due timers first); None when it is not claimable."""
+        ...
+
+    def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
+        """Reload history and mailbox under the same lease (raises `LeaseLost`)."""
+        ...
+
+    def commit_activation(
+        self, claim: RunClaim, activation: Activation, lease_seconds: float
+    ) -> Dispatch:
+        """Append the activation's events, schedule its commands, suspend or end the run, and
+        release the lease. Raises `LeaseLost`, or `StaleClaim` when the run changed meanwhile."""
+        ...
+
+    def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
+        """Leave the run suspended with a park reason, and release the lease."""
+        ...
+
+    def claim_activity(
+        self, task_id: int, owner: str, lease_seconds: float
+    ) -> ActivityClaim | None: ...
+
+    def renew_activity(
+        self,
+        claim: ActivityClaim,
+        lease_seconds: float,
+        details: Any = None,
+        heartbeat: bool = False,
+    ) -> bool:
+        """Extend the attempt's lease (recording heartbeat details); returns whether the run
+        asked to cancel. Raises `LeaseLost`."""
+        ...
+
+    def finish_activity(
+        self,
+        claim: ActivityClaim,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        retry_delay: float | None = None,
+    ) -> Dispatch:
+        """Record an attempt's end under its lease: completed, retry later, or failed for good."""
+        ...
+
+    def expired_activities(self, limit: int) -> list[ActivityClaim]:
+        """Attempts whose lease or timeouts have passed (on the journal's clock)."""
+        ...
+
+    def time_out_activity(self, claim: ActivityClaim, retry_delay: float | None) -> Dispatch:
+        """Fail an expired attempt, fencing off its worker; re-checks expiry under lock."""
+        ...
+
+    def fire_due_timers(self, limit: int) -> Dispatch: ...
+
+    def due_activities(self, limit: int, grace_seconds: float) -> Dispatch:
+        """Ready activity tasks whose message seems lost (ready for over ``grace_seconds``)."""
+        ...
+
+    def due_runs(self, limit: int, grace_seconds: float) -> Dispatch:
+        """Runs whose wake-up is overdue by ``grace_seconds`` and whose lease is free."""
+        ...
+
+    def deliver_signal(
+        self, run_id: str, name: str, payload: Any, dedupe_key: str | None
+    ) -> Dispatch: ...
+
+    def request_cancel(self, run_id: str, reason: str, terminate: bool) -> Dispatch: ...
+
+    def history(self, run_id: str) -> list[Event]: ...
+
+    def on_thread_exit(self) -> None:
+        """Release per-thread resources (database connections) of a helper thread."""
+        ...
+
+
+class RunStatus:
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CONTINUED = "continued"
+    TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, CONTINUED})
+
+
+class TaskStatus:
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    OPEN = frozenset({SCHEDULED, RUNNING})
+
+
+# Timers due within this many seconds are also sent as Celery ETA messages.
+ETA_HORIZON_SECONDS = 300.0
+
+TIMEOUT_MESSAGES = {
+    "lease": "the worker running attempt {attempt} stopped renewing its lease (crashed or lost)",
+    "start_to_close": "attempt {attempt} exceeded its start-to-close timeout",
+    "heartbeat": "attempt {attempt} sent no heartbeat within its heartbeat timeout",
+    "schedule_to_close": "the activity exceeded its schedule-to-close timeout",
+}
+
+
+def timeout_error(reason: str, attempt: int) -> dict[str, Any]:
+    """The journal form of an attempt that timed out."""
+    return {
+        "type": "continuum.ActivityTimeout",
+        "message": TIMEOUT_MESSAGES[reason].format(attempt=attempt),
+        "non_retryable": reason == "schedule_to_close",
+        "traceback": "",
+    }
+
+
+def task_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """Activity task columns from an ``activity_scheduled`` payload."""
+    return {
+        "activity": payload["activity"],
+        "args": payload["args"],
+        "kwargs": payload["kwargs"],
+        "queue": payload["queue"],
+        "retry": payload["retry"],
+        "timeout": payload.get("timeout"),
+        "schedule_to_close_timeout": payload.get("schedule_to_close_timeout"),
+        "heartbeat_timeout": payload.get("heartbeat_timeout"),
+    }
+
+
+def seconds_after(moment: dt.datetime, seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else moment + dt.timedelta(seconds=seconds)

@@ -1,0 +1,604 @@
+"""An in-memory `Journal`: the same rules as the ORM journal, held in dicts under one lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .context import BufferedSignal
+from .events import Event, EventType, NewEvent
+from .exceptions import LeaseLost, RunNotActive, RunNotFound
+from .journal import (
+    ETA_HORIZON_SECONDS,
+    ActivityClaim,
+    Dispatch,
+    NewRun,
+    RunClaim,
+    RunStatus,
+    StaleClaim,
+    TaskStatus,
+    seconds_after,
+    task_fields,
+    timeout_error,
+)
+from .replay import Activation, Outcome
+from .retry import RetryPolicy
+
+
+@dataclass
+class MemoryRun:
+    id: str
+    workflow_name: str
+    version: int
+    version_hash: str
+    namespace: str
+    input: dict[str, Any]
+    attributes: dict[str, Any]
+    idempotency_key: str | None
+    status: str = RunStatus.PENDING
+    result: Any = None
+    error: Any = None
+    lease_owner: str = ""
+    lease_token: int = 0
+    lease_expires_at: dt.datetime | None = None
+    next_wakeup_at: dt.datetime | None = None
+    park_reason: str = ""
+    park_detail: str = ""
+    cancel_requested: bool = False
+    last_seq: int = 0
+    revision: int = 0
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class MemoryTask:
+    id: int
+    run_id: str
+    command_id: str
+    activity: str
+    args: Any
+    kwargs: Any
+    queue: str
+    retry: dict[str, Any]
+    timeout: float | None
+    schedule_to_close_timeout: float | None
+    heartbeat_timeout: float | None
+    next_attempt_at: dt.datetime
+    schedule_deadline: dt.datetime | None
+    status: str = TaskStatus.SCHEDULED
+    attempt: int = 0
+    lease_owner: str = ""
+    lease_token: int = 0
+    lease_expires_at: dt.datetime | None = None
+    attempt_deadline: dt.datetime | None = None
+    heartbeat_deadline: dt.datetime | None = None
+    heartbeat_details: Any = None
+    cancel_requested: bool = False
+    result: Any = None
+    error: Any = None
+
+
+@dataclass
+class MemoryTimer:
+    id: int
+    run_id: str
+    command_id: str
+    fire_at: dt.datetime
+    fired: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class MemorySignal:
+    id: int
+    run_id: str
+    name: str
+    payload: Any
+    dedupe_key: str | None
+    consumed_seq: int | None = None
+
+
+class MemoryJournal:
+    """A journal for tests and the testing kit; ``clock`` decides every time comparison."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
+        self.runs: dict[str, MemoryRun] = {}
+        self.tasks: dict[int, MemoryTask] = {}
+        self.timers: dict[int, MemoryTimer] = {}
+        self.signals: dict[int, MemorySignal] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _run(self, run_id: str) -> MemoryRun:
+        run = self.runs.get(str(run_id))
+        if run is None:
+            raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
+        return run
+
+    def _append(self, run: MemoryRun, new: NewEvent, now: dt.datetime) -> Event:
+        run.last_seq += 1
+        event = Event(
+            seq=run.last_seq,
+            type=new.type,
+            command_id=new.command_id,
+            payload=new.payload,
+            created_at=now,
+        )
+        run.events.append(event)
+        return event
+
+    def _wake(self, run: MemoryRun, now: dt.datetime, dispatch: Dispatch) -> None:
+        run.revision += 1
+        if run.next_wakeup_at is None or run.next_wakeup_at > now:
+            run.next_wakeup_at = now
+        dispatch.runs.append((run.id, None))
+
+    def _close_open_work(self, run: MemoryRun) -> None:
+        for task in self.tasks.values():
+            if task.run_id == run.id and task.status == TaskStatus.SCHEDULED:
+                task.status = TaskStatus.CANCELLED
+            elif task.run_id == run.id and task.status == TaskStatus.RUNNING:
+                task.cancel_requested = True
+        for timer in self.timers.values():
+            if timer.run_id == run.id and not timer.fired:
+                timer.cancelled = True
+
+    def _check_lease(self, run: MemoryRun, claim: RunClaim, now: dt.datetime) -> None:
+        if (
+            run.lease_token != claim.token
+            or run.lease_expires_at is None
+            or run.lease_expires_at <= now
+        ):
+            raise LeaseLost(f"lease {claim.token} on run {run.id} is no longer held", run_id=run.id)
+
+    def _fire(self, timer: MemoryTimer, now: dt.datetime, dispatch: Dispatch) -> None:
+        run = self.runs[timer.run_id]
+        timer.fired = True
+        if run.status in RunStatus.TERMINAL:
+            return
+        self._append(run, NewEvent(type=EventType.TIMER_FIRED, command_id=timer.command_id), now)
+        self._wake(run, now, dispatch)
+
+    def _snapshot(self, run: MemoryRun, now: dt.datetime) -> RunClaim:
+        mailbox = [
+            BufferedSignal(id=s.id, name=s.name, payload=s.payload)
+            for s in self.signals.values()
+            if s.run_id == run.id and s.consumed_seq is None
+        ]
+        return RunClaim(
+            run_id=run.id,
+            token=run.lease_token,
+            revision=run.revision,
+            workflow_name=run.workflow_name,
+            version=run.version,
+            history=list(run.events),
+            mailbox=mailbox,
+            now=now,
+        )
+
+    def _activity_claim(self, task: MemoryTask, reason: str = "") -> ActivityClaim:
+        return ActivityClaim(
+            task_id=task.id,
+            run_id=task.run_id,
+            command_id=task.command_id,
+            activity=task.activity,
+            args=task.args,
+            kwargs=task.kwargs,
+            attempt=task.attempt,
+            token=task.lease_token,
+            retry=RetryPolicy.from_json(task.retry),
+            timeout_reason=reason,
+        )
+
+    # -- runs ----------------------------------------------------------------
+
+    def create_run(self, new: NewRun) -> tuple[str, bool, Dispatch]:
+        with self._lock:
+            if new.idempotency_key is not None:
+                for run in self.runs.values():
+                    if (run.namespace, run.workflow_name, run.idempotency_key) == (
+                        new.namespace,
+                        new.workflow_name,
+                        new.idempotency_key,
+                    ):
+                        return run.id, False, Dispatch()
+            now = self.clock.now()
+            run = MemoryRun(
+                id=new.run_id,
+                workflow_name=new.workflow_name,
+                version=new.version,
+                version_hash=new.version_hash,
+                namespace=new.namespace,
+                input=new.input,
+                attributes=new.attributes,
+                idempotency_key=new.idempotency_key,
+                next_wakeup_at=now,
+                revision=1,
+            )
+            self.runs[run.id] = run
+            self._append(
+                run, NewEvent(type=EventType.RUN_STARTED, payload=started_payload(new)), now
+            )
+            return run.id, True, Dispatch(runs=[(run.id, None)])
+
+    def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
+        with self._lock:
+            run = self.runs.get(str(run_id))
+            now = self.clock.now()
+            if run is None or run.status in RunStatus.TERMINAL or run.park_reason:
+                return None
+            if run.lease_expires_at is not None and run.lease_expires_at > now:
+                return None
+            dispatch = Dispatch()
+            for timer in list(self.timers.values()):
+                if (
+                    timer.run_id == run.id
+                    and not (timer.fired or timer.cancelled)
+                    and (timer.fire_at <= now)
+                ):
+                    self._fire(timer, now, dispatch)
+            if run.next_wakeup_at is None or run.next_wakeup_at > now:
+                return None
+            run.lease_token += 1
+            run.lease_owner = owner
+            run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            run.status = RunStatus.RUNNING
+            return self._snapshot(run, now)
+
+    def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
+        with self._lock:
+            run = self._run(claim.run_id)
+            now = self.clock.now()
+            self._check_lease(run, claim, now)
+            run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            return self._snapshot(run, now)
+
+    def commit_activation(
+        self, claim: RunClaim, activation: Activation, lease_seconds: float
+    ) -> Dispatch:
+        with self._lock:
+            run = self._run(claim.run_id)
+            now = self.clock.now()
+            self._check_lease(run, claim, now)
+            if run.revision != claim.revision:
+                raise StaleClaim(run.id)
+            dispatch = Dispatch()
+            for new in activation.events:
+                event = self._append(run, new, claim.now)
+                self._apply(run, event, now, dispatch)
+            run.status = (
+                activation.outcome
+                if activation.outcome != Outcome.SUSPENDED
+                else (RunStatus.SUSPENDED)
+            )
+            if activation.attributes is not None:
+                run.attributes = activation.attributes
+            if run.status in RunStatus.TERMINAL:
+                run.result = activation.result
+                run.error = activation.error
+                self._close_open_work(run)
+            run.next_wakeup_at = None
+            run.lease_owner = ""
+            run.lease_expires_at = None
+            run.revision += 1
+            return dispatch
+
+    def _apply(self, run: MemoryRun, event: Event, now: dt.datetime, dispatch: Dispatch) -> None:
+        if event.type == EventType.ACTIVITY_SCHEDULED:
+            fields = task_fields(event.payload)
+            task = MemoryTask(
+                id=next(self._ids),
+                run_id=run.id,
+                command_id=event.command_id,
+                next_attempt_at=now,
+                schedule_deadline=seconds_after(now, fields["schedule_to_close_timeout"]),
+                **fields,
+            )
+            self.tasks[task.id] = task
+            dispatch.activities.append((task.id, task.queue, None))
+        elif event.type == EventType.TIMER_SCHEDULED:
+            fire_at = dt.datetime.fromisoformat(event.payload["fire_at"])
+            timer = MemoryTimer(
+                id=next(self._ids), run_id=run.id, command_id=event.command_id, fire_at=fire_at
+            )
+            self.timers[timer.id] = timer
+            if (fire_at - now).total_seconds() <= ETA_HORIZON_SECONDS:
+                dispatch.runs.append((run.id, fire_at))
+        elif event.type == EventType.SIGNAL_RECEIVED:
+            self.signals[event.payload["signal_id"]].consumed_seq = event.seq
+            for timer in self.timers.values():
+                if timer.run_id == run.id and timer.command_id == event.command_id:
+                    timer.cancelled = not timer.fired
+
+    def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
+        with self._lock:
+            run = self._run(claim.run_id)
+            self._check_lease(run, claim, self.clock.now())
+            run.status = RunStatus.SUSPENDED
+            run.park_reason = reason
+            run.park_detail = detail
+            run.lease_owner = ""
+            run.lease_expires_at = None
+
+    # -- activities ----------------------------------------------------------
+
+    def claim_activity(
+        self, task_id: int, owner: str, lease_seconds: float
+    ) -> ActivityClaim | None:
+        with self._lock:
+            task = self.tasks.get(int(task_id))
+            now = self.clock.now()
+            if task is None or task.status != TaskStatus.SCHEDULED or task.next_attempt_at > now:
+                return None
+            if task.schedule_deadline is not None and task.schedule_deadline <= now:
+                return None
+            task.status = TaskStatus.RUNNING
+            task.attempt += 1
+            task.lease_token += 1
+            task.lease_owner = owner
+            task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            task.attempt_deadline = seconds_after(now, task.timeout)
+            task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
+            return self._activity_claim(task)
+
+    def _held_task(self, claim: ActivityClaim, now: dt.datetime) -> MemoryTask:
+        task = self.tasks[claim.task_id]
+        if (
+            task.status != TaskStatus.RUNNING
+            or task.lease_token != claim.token
+            or task.lease_expires_at is None
+            or task.lease_expires_at <= now
+            or (task.attempt_deadline is not None and task.attempt_deadline <= now)
+        ):
+            raise LeaseLost(
+                f"attempt {claim.attempt} of activity task {claim.task_id} no longer holds its "
+                "lease",
+                task_id=claim.task_id,
+            )
+        return task
+
+    def renew_activity(
+        self,
+        claim: ActivityClaim,
+        lease_seconds: float,
+        details: Any = None,
+        heartbeat: bool = False,
+    ) -> bool:
+        with self._lock:
+            now = self.clock.now()
+            task = self._held_task(claim, now)
+            task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            if heartbeat:
+                task.heartbeat_details = details
+                task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
+            return task.cancel_requested
+
+    def finish_activity(
+        self,
+        claim: ActivityClaim,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        retry_delay: float | None = None,
+    ) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            run = self._run(claim.run_id)
+            task = self._held_task(claim, now)
+            return self._end_attempt(run, task, now, result, error, retry_delay)
+
+    def _end_attempt(
+        self,
+        run: MemoryRun,
+        task: MemoryTask,
+        now: dt.datetime,
+        result: Any,
+        error: dict[str, Any] | None,
+        retry_delay: float | None,
+    ) -> Dispatch:
+        dispatch = Dispatch()
+        task.lease_owner = ""
+        task.lease_expires_at = None
+        if run.status in RunStatus.TERMINAL:
+            task.status = TaskStatus.CANCELLED
+            return dispatch
+        if error is None:
+            task.status = TaskStatus.COMPLETED
+            task.result = result
+            new = NewEvent(
+                type=EventType.ACTIVITY_COMPLETED,
+                command_id=task.command_id,
+                payload={"result": result},
+            )
+        else:
+            retry_at = seconds_after(now, retry_delay)
+            if retry_at is not None and (
+                task.schedule_deadline is None or retry_at < task.schedule_deadline
+            ):
+                task.status = TaskStatus.SCHEDULED
+                task.next_attempt_at = retry_at
+                task.error = error
+                dispatch.activities.append((task.id, task.queue, retry_at))
+                return dispatch
+            task.status = TaskStatus.FAILED
+            task.error = error
+            new = NewEvent(
+                type=EventType.ACTIVITY_FAILED,
+                command_id=task.command_id,
+                payload={"error": error, "attempts": task.attempt},
+            )
+        self._append(run, new, now)
+        self._wake(run, now, dispatch)
+        return dispatch
+
+    def _expiry(self, task: MemoryTask, now: dt.datetime) -> str:
+        if task.schedule_deadline is not None and task.schedule_deadline <= now:
+            return "schedule_to_close"
+        if task.status != TaskStatus.RUNNING:
+            return ""
+        if task.attempt_deadline is not None and task.attempt_deadline <= now:
+            return "start_to_close"
+        if task.heartbeat_deadline is not None and task.heartbeat_deadline <= now:
+            return "heartbeat"
+        if task.lease_expires_at is not None and task.lease_expires_at <= now:
+            return "lease"
+        return ""
+
+    def expired_activities(self, limit: int) -> list[ActivityClaim]:
+        with self._lock:
+            now = self.clock.now()
+            found = []
+            for task in self.tasks.values():
+                if task.status in TaskStatus.OPEN and (reason := self._expiry(task, now)):
+                    found.append(self._activity_claim(task, reason))
+            return found[:limit]
+
+    def time_out_activity(self, claim: ActivityClaim, retry_delay: float | None) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            run = self._run(claim.run_id)
+            task = self.tasks[claim.task_id]
+            reason = self._expiry(task, now)
+            if task.lease_token != claim.token or task.status not in TaskStatus.OPEN or not reason:
+                raise LeaseLost(f"activity task {task.id} changed since it expired")
+            task.lease_token += 1
+            error = timeout_error(reason, task.attempt)
+            delay = None if reason == "schedule_to_close" else retry_delay
+            return self._end_attempt(run, task, now, None, error, delay)
+
+    # -- sweeping ------------------------------------------------------------
+
+    def fire_due_timers(self, limit: int) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            dispatch = Dispatch()
+            due = [
+                t for t in self.timers.values() if not (t.fired or t.cancelled) and t.fire_at <= now
+            ]
+            for timer in due[:limit]:
+                self._fire(timer, now, dispatch)
+            return dispatch
+
+    def due_activities(self, limit: int, grace_seconds: float) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            cutoff = now - dt.timedelta(seconds=grace_seconds)
+            dispatch = Dispatch()
+            for task in self.tasks.values():
+                if task.status == TaskStatus.SCHEDULED and task.next_attempt_at <= cutoff:
+                    task.next_attempt_at = now
+                    dispatch.activities.append((task.id, task.queue, None))
+                    if len(dispatch.activities) >= limit:
+                        break
+            return dispatch
+
+    def due_runs(self, limit: int, grace_seconds: float) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            cutoff = now - dt.timedelta(seconds=grace_seconds)
+            dispatch = Dispatch()
+            for run in self.runs.values():
+                if (
+                    run.status not in RunStatus.TERMINAL
+                    and not run.park_reason
+                    and run.next_wakeup_at is not None
+                    and run.next_wakeup_at <= cutoff
+                    and (run.lease_expires_at is None or run.lease_expires_at <= now)
+                ):
+                    run.next_wakeup_at = now
+                    dispatch.runs.append((run.id, None))
+                    if len(dispatch.runs) >= limit:
+                        break
+            return dispatch
+
+    # -- client-side writes --------------------------------------------------
+
+    def deliver_signal(
+        self, run_id: str, name: str, payload: Any, dedupe_key: str | None
+    ) -> Dispatch:
+        with self._lock:
+            run = self._run(run_id)
+            if run.status in RunStatus.TERMINAL:
+                raise RunNotActive(
+                    f"run {run.id} is {run.status}; it cannot take signal {name!r}",
+                    run_id=run.id,
+                    status=run.status,
+                )
+            if dedupe_key is not None and any(
+                s.run_id == run.id and s.name == name and s.dedupe_key == dedupe_key
+                for s in self.signals.values()
+            ):
+                return Dispatch()
+            signal = MemorySignal(
+                id=next(self._ids),
+                run_id=run.id,
+                name=name,
+                payload=payload,
+                dedupe_key=dedupe_key,
+            )
+            self.signals[signal.id] = signal
+            dispatch = Dispatch()
+            self._wake(run, self.clock.now(), dispatch)
+            return dispatch
+
+    def request_cancel(self, run_id: str, reason: str, terminate: bool) -> Dispatch:
+        with self._lock:
+            run = self._run(run_id)
+            now = self.clock.now()
+            if run.status in RunStatus.TERMINAL:
+                raise RunNotActive(
+                    f"run {run.id} is already {run.status}; there is nothing to cancel",
+                    run_id=run.id,
+                    status=run.status,
+                )
+            dispatch = Dispatch()
+            if not run.cancel_requested:
+                run.cancel_requested = True
+                self._append(
+                    run, NewEvent(type=EventType.CANCEL_REQUESTED, payload={"reason": reason}), now
+                )
+                self._close_open_work(run)
+                self._wake(run, now, dispatch)
+            if terminate:
+                self._append(
+                    run,
+                    NewEvent(
+                        type=EventType.RUN_CANCELLED,
+                        payload={"reason": reason, "terminated": True},
+                    ),
+                    now,
+                )
+                run.status = RunStatus.CANCELLED
+                run.lease_owner = ""
+                run.lease_expires_at = None
+                run.next_wakeup_at = None
+                run.revision += 1
+                dispatch = Dispatch()
+            return dispatch
+
+    def history(self, run_id: str) -> list[Event]:
+        with self._lock:
+            return list(self._run(run_id).events)
+
+    def on_thread_exit(self) -> None:
+        return None
+
+
+def started_payload(new: NewRun) -> dict[str, Any]:
+    """The payload of a run's ``run_started`` event."""
+    return {
+        "workflow": new.workflow_name,
+        "version": new.version,
+        "version_hash": new.version_hash,
+        "input": new.input,
+        "seed": new.seed,
+        "namespace": new.namespace,
+        "attributes": new.attributes,
+    }

@@ -1,0 +1,151 @@
+"""The engine's one verb: a run's history in, the activation's new events and outcome out.
+
+The live worker, the replay check and the testing kit all call `advance`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codec
+from .context import BufferedSignal, EngineConfig, Suspend, WorkflowContext
+from .definitions import WorkflowDefinition, in_workflow
+from .events import Event, EventType, NewEvent
+from .exceptions import CancellationRequested, ReplayDriftError, WorkflowUsageError
+from .retry import error_payload
+
+
+class Outcome:
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DRIFT = "drift"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Activation:
+    """What one execution of the workflow code decided."""
+
+    outcome: str
+    events: list[NewEvent] = field(default_factory=list)
+    result: Any = None
+    error: dict[str, Any] | None = None
+    attributes: dict[str, Any] | None = None
+    drift: str | None = None
+    waiting_for: str | None = None
+
+
+def advance(
+    definition: WorkflowDefinition[..., Any],
+    *,
+    run_id: str,
+    history: Sequence[Event],
+    mailbox: Iterable[BufferedSignal] = (),
+    now: dt.datetime,
+    config: EngineConfig | None = None,
+) -> Activation:
+    """Replay ``history`` through the workflow code and run it until it suspends or ends."""
+    if not history or history[0].type != EventType.RUN_STARTED:
+        raise ValueError(f"history of run {run_id} does not begin with run_started")
+    config = config or EngineConfig()
+    ctx = WorkflowContext(
+        run_id=run_id,
+        workflow_name=definition.name,
+        history=history,
+        mailbox=mailbox,
+        now=now,
+        config=config,
+    )
+    started = history[0].payload
+    args = codec.decode(started["input"]["args"])
+    kwargs = codec.decode(started["input"]["kwargs"])
+    already_ended = any(e.type in _TERMINAL for e in history)
+
+    token = in_workflow.set(True)
+    try:
+        value = definition.fn(ctx, *args, **kwargs)
+    except Suspend:
+        outcome, value, error = Outcome.SUSPENDED, None, None
+    except CancellationRequested:
+        outcome, value, error = Outcome.CANCELLED, None, None
+    except ReplayDriftError as exc:
+        ctx.drift = ctx.drift or exc
+        outcome, value, error = Outcome.DRIFT, None, None
+    except Exception as exc:
+        outcome, value, error = Outcome.FAILED, None, error_payload(exc)
+    else:
+        outcome, error = Outcome.COMPLETED, None
+    finally:
+        in_workflow.reset(token)
+
+    if ctx.drift is not None:
+        return Activation(outcome=Outcome.DRIFT, drift=str(ctx.drift))
+    if ctx.suspended_at is not None and outcome != Outcome.SUSPENDED:
+        # The code caught the suspension (bare except) and went on: fail loudly.
+        outcome, error = (
+            Outcome.FAILED,
+            error_payload(
+                WorkflowUsageError(
+                    f"workflow code swallowed the engine's suspension at {ctx.suspended_at} "
+                    "(a bare `except:` or `except BaseException:`); catch Exception instead"
+                )
+            ),
+        )
+    if outcome != Outcome.SUSPENDED and ctx.unmatched_commands:
+        first = ctx.unmatched_commands[0]
+        return Activation(
+            outcome=Outcome.DRIFT,
+            drift=f"replay drift: the workflow {outcome} without issuing the recorded command "
+            f"{first.command_id!r} ({first.type} at seq {first.seq})",
+        )
+    if outcome == Outcome.SUSPENDED and ctx.unmatched_commands:
+        first = ctx.unmatched_commands[0]
+        return Activation(
+            outcome=Outcome.DRIFT,
+            drift=f"replay drift: the workflow waits at {ctx.suspended_at} before reaching the "
+            f"recorded command {first.command_id!r} ({first.type} at seq {first.seq})",
+        )
+    if outcome == Outcome.COMPLETED and ctx.cancel_delivered:
+        outcome = Outcome.CANCELLED
+    if outcome == Outcome.COMPLETED:
+        try:
+            value = codec.encode(value, what="workflow result", max_bytes=config.max_payload_bytes)
+        except Exception as exc:
+            outcome, error = Outcome.FAILED, error_payload(exc)
+
+    events = list(ctx.new_events)
+    if not already_ended:
+        if outcome == Outcome.COMPLETED:
+            events.append(NewEvent(type=EventType.RUN_COMPLETED, payload={"result": value}))
+        elif outcome == Outcome.FAILED:
+            events.append(NewEvent(type=EventType.RUN_FAILED, payload={"error": error}))
+        elif outcome == Outcome.CANCELLED:
+            reason = next(
+                (
+                    (e.payload or {}).get("reason", "")
+                    for e in history
+                    if e.type == EventType.CANCEL_REQUESTED
+                ),
+                "",
+            )
+            events.append(NewEvent(type=EventType.RUN_CANCELLED, payload={"reason": reason}))
+    return Activation(
+        outcome=outcome,
+        events=events,
+        result=value if outcome == Outcome.COMPLETED else None,
+        error=error,
+        attributes=ctx.attributes,
+        waiting_for=ctx.suspended_at,
+    )
+
+
+_TERMINAL = {
+    EventType.RUN_COMPLETED,
+    EventType.RUN_FAILED,
+    EventType.RUN_CANCELLED,
+    EventType.RUN_CONTINUED,
+}

@@ -1,0 +1,275 @@
+"""The journal's tables: runs, their events, activity tasks, timers, signals, versions."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from .engine.journal import RunStatus as _RunStatus
+from .engine.journal import TaskStatus as _TaskStatus
+
+
+class RunStatus(models.TextChoices):
+    PENDING = _RunStatus.PENDING
+    RUNNING = _RunStatus.RUNNING
+    SUSPENDED = _RunStatus.SUSPENDED
+    COMPLETED = _RunStatus.COMPLETED
+    FAILED = _RunStatus.FAILED
+    CANCELLED = _RunStatus.CANCELLED
+    CONTINUED = _RunStatus.CONTINUED
+
+
+TERMINAL = [str(s) for s in _RunStatus.TERMINAL]
+
+
+class ParkReason(models.TextChoices):
+    NONE = "", "not parked"
+    DRIFT = "drift", "replay drift"
+    UNKNOWN_VERSION = "unknown_version", "unknown version"
+
+
+class WorkflowRunQuerySet(models.QuerySet["WorkflowRun"]):
+    def live(self) -> WorkflowRunQuerySet:
+        return self.exclude(status__in=TERMINAL)
+
+    def parked(self) -> WorkflowRunQuerySet:
+        return self.exclude(park_reason="")
+
+    def runnable(self) -> WorkflowRunQuerySet:
+        """Live, unparked runs with a wake-up set."""
+        return self.live().filter(park_reason="", next_wakeup_at__isnull=False)
+
+
+class WorkflowRun(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow_name = models.CharField(max_length=200, db_index=True)
+    workflow_version = models.PositiveIntegerField(default=1)
+    version_hash = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True
+    )
+    input = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    namespace = models.CharField(max_length=100, default="default", db_index=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key, outside the unique constraint
+    lease_owner = models.CharField(max_length=255, blank=True, default="")
+    lease_token = models.BigIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_wakeup_at = models.DateTimeField(null=True, blank=True)
+    park_reason = models.CharField(
+        max_length=32, choices=ParkReason.choices, default=ParkReason.NONE, blank=True
+    )
+    park_detail = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    parent_run = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    parent_command_id = models.CharField(max_length=255, blank=True)
+    continued_from = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continued_as"
+    )
+    chain_root_id = models.UUIDField(null=True, blank=True, db_index=True)
+    last_seq = models.PositiveIntegerField(default=0)
+    revision = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkflowRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "workflow_name", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="continuum_run_idempotency_key",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_wakeup_at"],
+                condition=Q(next_wakeup_at__isnull=False),
+                name="continuum_run_wakeup",
+            )
+        ]
+        permissions = [
+            ("cancel_run", "Can cancel workflow runs"),
+            ("signal_run", "Can send signals to workflow runs"),
+            ("retry_run", "Can retry parked workflow runs"),
+            ("release_run", "Can release runs parked on a version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class WorkflowEvent(models.Model):
+    """One entry of a run's append-only history."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=40)
+    command_id = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="continuum_event_run_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.type}"
+
+
+class TaskStatus(models.TextChoices):
+    SCHEDULED = _TaskStatus.SCHEDULED
+    RUNNING = _TaskStatus.RUNNING
+    COMPLETED = _TaskStatus.COMPLETED
+    FAILED = _TaskStatus.FAILED
+    CANCELLED = _TaskStatus.CANCELLED
+
+
+class ActivityTaskQuerySet(models.QuerySet["ActivityTask"]):
+    def open(self) -> ActivityTaskQuerySet:
+        return self.filter(status__in=[TaskStatus.SCHEDULED, TaskStatus.RUNNING])
+
+
+class ActivityTask(models.Model):
+    class Kind(models.TextChoices):
+        ACTIVITY = "activity"
+        COMPENSATION = "compensation"
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="activity_tasks")
+    command_id = models.CharField(max_length=255)
+    activity = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ACTIVITY)
+    queue = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=16, choices=TaskStatus.choices, default=TaskStatus.SCHEDULED
+    )
+    attempt = models.PositiveIntegerField(default=0)
+    retry = models.JSONField(default=dict)
+    timeout = models.FloatField(null=True, blank=True)
+    schedule_to_close_timeout = models.FloatField(null=True, blank=True)
+    heartbeat_timeout = models.FloatField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField()
+    schedule_deadline = models.DateTimeField(null=True, blank=True)
+    attempt_deadline = models.DateTimeField(null=True, blank=True)
+    heartbeat_deadline = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=255, blank=True, default="")
+    lease_token = models.BigIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_details = models.JSONField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ActivityTaskQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "command_id"], name="continuum_task_command")
+        ]
+        indexes = [
+            models.Index(
+                fields=["queue", "next_attempt_at"],
+                condition=Q(status="scheduled"),
+                name="continuum_task_ready",
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="running"),
+                name="continuum_task_running",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.activity} ({self.command_id}, {self.status})"
+
+
+class Timer(models.Model):
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="timers")
+    command_id = models.CharField(max_length=255)
+    fire_at = models.DateTimeField()
+    fired = models.BooleanField(default=False)
+    cancelled = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["fire_at"],
+                condition=Q(fired=False, cancelled=False),
+                name="continuum_timer_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"timer {self.command_id} at {self.fire_at}"
+
+
+class Signal(models.Model):
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="signals")
+    chain_root_id = models.UUIDField()
+    name = models.CharField(max_length=200)
+    payload = models.JSONField(null=True, blank=True)
+    dedupe_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key, outside the unique constraint
+    received_at = models.DateTimeField(auto_now_add=True)
+    consumed_by = models.OneToOneField(
+        WorkflowEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="signal"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain_root_id", "name", "dedupe_key"],
+                condition=Q(dedupe_key__isnull=False),
+                name="continuum_signal_dedupe",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["run"],
+                condition=Q(consumed_by__isnull=True),
+                name="continuum_signal_unread",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"signal {self.name} to {self.run_id}"
+
+
+class WorkflowVersion(models.Model):
+    workflow_name = models.CharField(max_length=200)
+    version = models.PositiveIntegerField()
+    version_hash = models.CharField(max_length=64)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now=True)
+    worker = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow_name", "version", "version_hash"],
+                name="continuum_version_identity",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name} v{self.version} ({self.version_hash})"

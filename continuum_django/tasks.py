@@ -1,0 +1,25 @@
+"""The Celery tasks that drive runs. Their names are stable: messages in flight survive deploys."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .worker import runtime
+
+
+@shared_task(name="continuum.advance_run", ignore_result=True)
+def advance_run(run_id: str) -> str:
+    """Claim the run's lease, replay it and journal what the workflow decided."""
+    return runtime().advance_run(run_id)
+
+
+@shared_task(name="continuum.execute_activity", ignore_result=True)
+def execute_activity(task_id: int) -> str:
+    """Run one attempt of an activity task under its lease."""
+    return runtime().execute_activity(task_id)
+
+
+@shared_task(name="continuum.sweep", ignore_result=True)
+def sweep() -> dict[str, int]:
+    """Fire due timers, time out lost attempts and re-send lost messages; idempotent."""
+    return runtime().sweep()

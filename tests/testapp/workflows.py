@@ -1,0 +1,160 @@
+"""Workflows and activities the test suite runs, in-process and in real worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from continuum_django import (
+    ActivityContext,
+    ActivityFailed,
+    NonRetryableError,
+    RetryPolicy,
+    activity,
+    workflow,
+)
+
+# Worker processes of the drift test carry different code, chosen by this variable.
+VARIANT = os.environ.get("TESTAPP_VARIANT", "1")
+
+
+@activity
+def add_one(x: int) -> int:
+    return x + 1
+
+
+@activity
+def double(x: int) -> int:
+    return x * 2
+
+
+@activity
+def describe(x: int) -> dict[str, Any]:
+    return {"value": x, "text": f"value is {x}"}
+
+
+@workflow(name="tests.three_steps")
+def three_steps(ctx: Any, x: int) -> dict[str, Any]:
+    a = ctx.activity(add_one, x)
+    b = ctx.activity(double, a)
+    return ctx.activity(describe, b)
+
+
+@activity(retry=RetryPolicy(max_attempts=3, initial_interval=0.05, jitter=0))
+def fails_twice(activity_context: ActivityContext) -> int:
+    if activity_context.attempt < 3:
+        raise RuntimeError(f"attempt {activity_context.attempt} fails")
+    return activity_context.attempt
+
+
+@activity(retry=RetryPolicy(max_attempts=2, initial_interval=0.05, jitter=0))
+def always_fails() -> None:
+    raise RuntimeError("this never works")
+
+
+@activity(retry=RetryPolicy(max_attempts=5, initial_interval=0.05))
+def refuses() -> None:
+    raise NonRetryableError("card declined")
+
+
+@workflow(name="tests.retrying")
+def retrying(ctx: Any) -> dict[str, Any]:
+    attempts = ctx.activity(fails_twice)
+    try:
+        ctx.activity(always_fails)
+    except ActivityFailed as failure:
+        handled = {"activity": failure.activity, "attempts": failure.attempts}
+    return {"attempts": attempts, "handled": handled}
+
+
+@workflow(name="tests.non_retryable")
+def non_retryable(ctx: Any) -> str:
+    try:
+        ctx.activity(refuses)
+    except ActivityFailed as failure:
+        return f"{failure.error_type}:{failure.attempts}"
+    return "unreachable"
+
+
+@workflow(name="tests.sleeper")
+def sleeper(ctx: Any, seconds: float) -> str:
+    ctx.sleep(seconds)
+    return "woke"
+
+
+@workflow(name="tests.waiter")
+def waiter(ctx: Any, timeout: float | None = None) -> Any:
+    return ctx.wait_signal("go", timeout=timeout, default="timed-out")
+
+
+@workflow(name="tests.collector")
+def collector(ctx: Any, count: int) -> list[Any]:
+    return [ctx.wait_signal("item") for _ in range(count)]
+
+
+@activity(retry=RetryPolicy(max_attempts=3, initial_interval=0.05, jitter=0))
+def blocking_step(marker_dir: str, activity_context: ActivityContext) -> int:
+    """Leaves a marker per attempt; the first attempt blocks until its worker is killed."""
+    Path(marker_dir, f"attempt-{activity_context.attempt}").write_text(str(os.getpid()))
+    if activity_context.attempt == 1:
+        time.sleep(300)
+    return activity_context.attempt
+
+
+@workflow(name="tests.blocking_activity")
+def blocking_activity(ctx: Any, marker_dir: str) -> dict[str, Any]:
+    before = ctx.activity(add_one, 1)
+    attempt = ctx.activity(blocking_step, marker_dir)
+    after = ctx.activity(add_one, before)
+    return {"attempt": attempt, "after": after}
+
+
+def _stall_once(marker_dir: str) -> str:
+    """Blocks the advance the first time (until the worker is killed)."""
+    marker = Path(marker_dir, "advance-started")
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(300)
+    return "passed"
+
+
+@workflow(name="tests.stalling_advance")
+def stalling_advance(ctx: Any, marker_dir: str) -> dict[str, Any]:
+    first = ctx.activity(add_one, 1)
+    passed = ctx.side_effect(lambda: _stall_once(marker_dir))
+    second = ctx.activity(add_one, first)
+    return {"first": first, "passed": passed, "second": second}
+
+
+@activity
+def step_a() -> str:
+    return "a"
+
+
+@activity
+def step_b() -> str:
+    return "b"
+
+
+@activity
+def step_c() -> str:
+    return "c"
+
+
+if VARIANT == "1":
+
+    @workflow(name="tests.drifting")
+    def drifting(ctx: Any) -> list[str]:
+        first = ctx.activity(step_a)
+        ctx.wait_signal("go")
+        return [first, ctx.activity(step_b)]
+
+else:
+
+    @workflow(name="tests.drifting")
+    def drifting(ctx: Any) -> list[str]:
+        first = ctx.activity(step_c)  # incompatible: the recorded first command was step_a
+        ctx.wait_signal("go")
+        return [first, ctx.activity(step_b)]
