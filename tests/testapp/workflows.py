@@ -158,3 +158,14 @@ else:
         first = ctx.activity(step_c)  # incompatible: the recorded first command was step_a
         ctx.wait_signal("go")
         return [first, ctx.activity(step_b)]
+
+
+@workflow(name="tests.direct_call")
+def direct_call_workflow(ctx: Any) -> int:
+    return add_one(1)  # the mistake: an activity called directly inside workflow code
+
+
+@workflow(name="tests.fan_out")
+def fan_out(ctx: Any, count: int) -> list[int]:
+    handles = [ctx.start_activity(add_one, n) for n in range(count)]
+    return sorted(ctx.wait_all(*handles))

@@ -1,0 +1,110 @@
+"""The client API on real Postgres: bad input gets a named error and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+import continuum_django as continuum
+from continuum_django import (
+    ContinuumError,
+    PayloadError,
+    RunNotActive,
+    RunNotFound,
+    UnknownWorkflow,
+)
+from continuum_django.models import Signal, WorkflowEvent, WorkflowRun
+from continuum_django.worker import runtime
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db
+
+
+def finish(run: continuum.RunHandle) -> None:
+    """Advance the run in this process until it settles (no worker needed for these tests)."""
+    engine = runtime()
+    for _ in range(20):
+        engine.advance_run(run.id)
+        tasks = run.get().activity_tasks.filter(status="scheduled")
+        if not tasks and run.get().is_terminal:
+            return
+        for task in tasks:
+            engine.execute_activity(task.id)
+
+
+def test_start_writes_the_run_and_its_first_event() -> None:
+    run = continuum.start(wf.three_steps, args=[1], attributes={"customer": "c-9"})
+    stored = continuum.get_run(run.id)
+    assert stored.status == "pending"
+    assert stored.workflow_name == "tests.three_steps"
+    assert stored.attributes == {"customer": "c-9"}
+    assert [e.type for e in run.history()] == ["run_started"]
+
+
+def test_unknown_workflow_name() -> None:
+    with pytest.raises(UnknownWorkflow, match="'nope'.*known: .*tests.three_steps"):
+        continuum.start("nope")
+    assert not WorkflowRun.objects.exists()
+
+
+def test_non_json_arguments_are_refused_at_the_call_site() -> None:
+    with pytest.raises(PayloadError, match="input of workflow 'tests.three_steps'.*object"):
+        wf.three_steps.start(object())  # type: ignore[arg-type]
+    assert not WorkflowRun.objects.exists()
+
+
+@override_settings(CONTINUUM={"MAX_PAYLOAD_BYTES": 64})
+def test_payloads_over_the_size_limit_are_refused() -> None:
+    with pytest.raises(PayloadError, match="over the limit of 64 bytes"):
+        wf.three_steps.start("x" * 100)  # type: ignore[arg-type]
+    run = wf.waiter.start()
+    with pytest.raises(PayloadError, match="payload of signal 'go'"):
+        run.signal("go", "y" * 100)
+    assert not Signal.objects.exists()
+
+
+def test_signal_and_cancel_of_a_finished_run_change_nothing() -> None:
+    run = wf.three_steps.start(1)
+    finish(run)
+    assert run.status() == "completed"
+    events = WorkflowEvent.objects.count()
+    with pytest.raises(RunNotActive, match="is completed"):
+        run.signal("go", 1)
+    with pytest.raises(RunNotActive, match="already completed"):
+        run.cancel()
+    assert WorkflowEvent.objects.count() == events
+    assert not Signal.objects.exists()
+
+
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "00000000-0000-4000-8000-000000000000", 42])
+def test_unknown_run_ids(bad_id: object) -> None:
+    for call in (
+        lambda: continuum.get_run(bad_id),
+        lambda: continuum.signal(bad_id, "go"),
+        lambda: continuum.cancel(bad_id),
+        lambda: continuum.result(bad_id, timeout=0),
+    ):
+        with pytest.raises(RunNotFound):
+            call()
+
+
+def test_result_raises_for_failed_cancelled_and_unfinished_runs() -> None:
+    run = wf.sleeper.start(3600)
+    finish(run)
+    with pytest.raises(continuum.ResultTimeout):
+        run.result(timeout=0.05)
+    run.cancel(reason="stop", terminate=True)
+    with pytest.raises(continuum.WorkflowCancelled):
+        run.result(timeout=1)
+
+    failing = wf.direct_call_workflow.start()
+    finish(failing)
+    with pytest.raises(continuum.WorkflowFailed, match="WorkflowUsageError"):
+        failing.result(timeout=1)
+
+
+def test_every_error_is_a_continuum_error() -> None:
+    for name in continuum.__all__:
+        value = getattr(continuum, name)
+        if isinstance(value, type) and issubclass(value, Exception) and name != "ResultTimeout":
+            assert issubclass(value, ContinuumError), name
