@@ -116,7 +116,8 @@ class MemoryHarness(Harness):
 
     def make_retries_due(self) -> bool:
         waiting = [
-            t for t in self.memory.tasks.values()
+            t
+            for t in self.memory.tasks.values()
             if t.status == "scheduled" and t.next_attempt_at > self.clock.now()
         ]
         for task in waiting:

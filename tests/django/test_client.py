@@ -42,13 +42,13 @@ def test_start_writes_the_run_and_its_first_event() -> None:
 
 
 def test_unknown_workflow_name() -> None:
-    with pytest.raises(UnknownWorkflow, match="'nope'.*known: .*tests.three_steps"):
+    with pytest.raises(UnknownWorkflow, match=r"'nope'.*known: .*tests\.three_steps"):
         continuum.start("nope")
     assert not WorkflowRun.objects.exists()
 
 
 def test_non_json_arguments_are_refused_at_the_call_site() -> None:
-    with pytest.raises(PayloadError, match="input of workflow 'tests.three_steps'.*object"):
+    with pytest.raises(PayloadError, match=r"input of workflow 'tests\.three_steps'.*object"):
         wf.three_steps.start(object())  # type: ignore[arg-type]
     assert not WorkflowRun.objects.exists()
 

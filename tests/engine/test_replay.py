@@ -79,7 +79,7 @@ def test_wait_any_returns_the_first_in_journal_order() -> None:
 def deterministic(ctx: Any) -> Any:
     values = [str(ctx.uuid4()), ctx.random(), ctx.now().isoformat()]
     ctx.activity(echo, 0)
-    return values + [str(ctx.uuid4())]
+    return [*values, str(ctx.uuid4())]
 
 
 def test_uuid_random_and_now_replay_to_the_same_values() -> None:
@@ -94,9 +94,9 @@ def test_uuid_random_and_now_replay_to_the_same_values() -> None:
 
 @workflow(name="engine.swallower")
 def swallower(ctx: Any) -> str:
-    try:
+    try:  # noqa: SIM105 - the mistake under test
         ctx.activity(echo, 1)
-    except:  # noqa: E722 - the mistake under test
+    except:  # noqa: E722
         pass
     return "carried on"
 
@@ -149,8 +149,15 @@ def test_a_different_command_at_a_recorded_position_is_drift() -> None:
 
 def test_recorded_commands_the_code_no_longer_issues_are_drift() -> None:
     history = make_history("0:activity:engine.echo", "1:activity:engine.echo")
-    history.insert(2, Event(seq=99, type="activity_completed", command_id="0:activity:engine.echo",
-                            payload={"result": 1}))
+    history.insert(
+        2,
+        Event(
+            seq=99,
+            type="activity_completed",
+            command_id="0:activity:engine.echo",
+            payload={"result": 1},
+        ),
+    )
     activation = advance(one_step, run_id="r", history=history, now=dt.datetime.now(dt.UTC))
     assert activation.outcome == "drift"
     assert "1:activity:engine.echo" in activation.drift
