@@ -76,7 +76,7 @@ class OrmJournal:
         )
         if run is None:
             raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
-        return run, run.db_now  # type: ignore[attr-defined]
+        return run, run.db_now  # type: ignore[attr-defined,unused-ignore]
 
     def _lock_task(self, task_id: int) -> tuple[ActivityTask | None, dt.datetime | None]:
         task = (
@@ -86,7 +86,7 @@ class OrmJournal:
             .filter(pk=task_id)
             .first()
         )
-        return task, (task.db_now if task else None)  # type: ignore[attr-defined]
+        return task, (task.db_now if task else None)  # type: ignore[attr-defined,unused-ignore]
 
     def _append(
         self, run: WorkflowRun, events: list[NewEvent], now: dt.datetime
@@ -310,8 +310,9 @@ class OrmJournal:
         tasks: list[ActivityTask] = []
         timers: list[Timer] = []
         for row in rows:
+            payload: dict[str, Any] = row.payload or {}
             if row.type == EventType.ACTIVITY_SCHEDULED:
-                fields = task_fields(row.payload)
+                fields = task_fields(payload)
                 tasks.append(
                     ActivityTask(
                         run_id=run.id,
@@ -322,12 +323,12 @@ class OrmJournal:
                     )
                 )
             elif row.type == EventType.TIMER_SCHEDULED:
-                fire_at = dt.datetime.fromisoformat(row.payload["fire_at"])
+                fire_at = dt.datetime.fromisoformat(payload["fire_at"])
                 timers.append(Timer(run_id=run.id, command_id=row.command_id, fire_at=fire_at))
                 if (fire_at - now).total_seconds() <= ETA_HORIZON_SECONDS:
                     dispatch.runs.append((str(run.id), fire_at))
             elif row.type == EventType.SIGNAL_RECEIVED:
-                Signal.objects.using(self.using).filter(pk=row.payload["signal_id"]).update(
+                Signal.objects.using(self.using).filter(pk=payload["signal_id"]).update(
                     consumed_by=row
                 )
                 Timer.objects.using(self.using).filter(
@@ -510,7 +511,7 @@ class OrmJournal:
             return "lease"
         return ""
 
-    def expired_activities(self, limit: int) -> list[ActivityTask | Any]:
+    def expired_activities(self, limit: int) -> list[ActivityClaim]:
         now = Now()
         running_late = Q(status=TaskStatus.RUNNING) & (
             Q(attempt_deadline__lte=now)
@@ -523,7 +524,7 @@ class OrmJournal:
             .filter(running_late | Q(status__in=OPEN_TASKS, schedule_deadline__lte=now))
             .order_by("id")[:limit]
         )
-        return [self._activity_claim(t, self._expiry(t, t.db_now)) for t in tasks]  # type: ignore[attr-defined]
+        return [self._activity_claim(t, self._expiry(t, t.db_now)) for t in tasks]
 
     def time_out_activity(self, claim: ActivityClaim, retry_delay: float | None) -> Dispatch:
         with self._atomic():
@@ -555,7 +556,7 @@ class OrmJournal:
         )
         for run_id in due:
             with self._atomic():
-                run, now = self._lock_run(run_id)
+                run, now = self._lock_run(str(run_id))
                 timers = list(
                     Timer.objects.using(self.using)
                     .select_for_update(skip_locked=True)
@@ -688,7 +689,7 @@ class OrmJournal:
     def history(self, run_id: str) -> list[Event]:
         if not WorkflowRun.objects.using(self.using).filter(pk=run_id).exists():
             raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
-        rows = WorkflowEvent.objects.using(self.using).filter(run_id=run_id).order_by("seq")
+        rows = WorkflowEvent.objects.using(self.using).filter(run__pk=run_id).order_by("seq")
         return [to_event(row) for row in rows]
 
     def on_thread_exit(self) -> None:

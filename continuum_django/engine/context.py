@@ -15,7 +15,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from . import codec
 from .definitions import ActivityDefinition, Duration, registry, to_seconds
@@ -173,7 +173,7 @@ class WorkflowContext:
 
     def activity(self, act: ActivityDefinition[..., T] | str, *args: Any, **kwargs: Any) -> T:
         """Run an activity and return its result; raises `ActivityFailed` once retries are spent."""
-        return self.start_activity(act, *args, **kwargs).result()  # type: ignore[no-any-return]
+        return self.start_activity(act, *args, **kwargs).result()  # type: ignore[no-any-return,unused-ignore]
 
     def start_activity(
         self, act: ActivityDefinition[..., Any] | str, *args: Any, **kwargs: Any
@@ -255,7 +255,7 @@ class WorkflowContext:
                 payload = self._timer_payload(seconds) | {"signal": name}
                 self._emit(EventType.TIMER_SCHEDULED, command_id, payload)
         if outcome is None:
-            self._suspend(f"signal {name!r}")
+            return self._suspend(f"signal {name!r}")
         if outcome.type == EventType.SIGNAL_RECEIVED:
             return codec.decode(outcome.payload["payload"])
         if default is MISSING:
@@ -275,10 +275,10 @@ class WorkflowContext:
     def _journal_value(self, kind: str, name: str, fn: Callable[[], T]) -> T:
         command_id, recorded = self._command(kind, name)
         if recorded is not None:
-            return codec.decode(recorded.payload["value"])  # type: ignore[no-any-return]
+            return codec.decode(recorded.payload["value"])  # type: ignore[no-any-return,unused-ignore]
         value = codec.encode(fn(), what=f"{kind} value", max_bytes=self._config.max_payload_bytes)
         self._emit(EventType.SIDE_EFFECT, command_id, {"value": value})
-        return codec.decode(value)  # type: ignore[no-any-return]
+        return codec.decode(value)  # type: ignore[no-any-return,unused-ignore]
 
     def uuid4(self) -> uuid.UUID:
         """A random UUID drawn from the run's seeded generator."""
@@ -369,9 +369,9 @@ class WorkflowContext:
         self._deliver_cancel(outcome.seq if outcome else None)
         if outcome is None:
             self._suspend(command_id)
-        return outcome  # type: ignore[return-value]
+        return outcome
 
-    def _suspend(self, what: str) -> None:
+    def _suspend(self, what: str) -> NoReturn:
         self.suspended_at = what
         raise Suspend(what)
 

@@ -76,6 +76,10 @@ class Harness:
     def expire_task_leases(self, run_id: str) -> None:
         raise NotImplementedError
 
+    def pass_task_deadline(self, run_id: str, field: str) -> None:
+        """Move one deadline column of the run's open tasks into the past."""
+        raise NotImplementedError
+
     def make_timers_due(self, run_id: str) -> None:
         raise NotImplementedError
 
@@ -108,6 +112,11 @@ class MemoryHarness(Harness):
         for task in self.memory.tasks.values():
             if task.run_id == run_id and task.status == "running":
                 task.lease_expires_at = self._past()
+
+    def pass_task_deadline(self, run_id: str, field: str) -> None:
+        for task in self.memory.tasks.values():
+            if task.run_id == run_id and task.status in ("scheduled", "running"):
+                setattr(task, field, self._past())
 
     def make_timers_due(self, run_id: str) -> None:
         for timer in self.memory.timers.values():
@@ -160,6 +169,13 @@ class OrmHarness(Harness):
 
         ActivityTask.objects.filter(run_id=run_id, status="running").update(
             lease_expires_at=self._past()
+        )
+
+    def pass_task_deadline(self, run_id: str, field: str) -> None:
+        from continuum_django.models import ActivityTask
+
+        ActivityTask.objects.filter(run_id=run_id, status__in=["scheduled", "running"]).update(
+            **{field: self._past()}
         )
 
     def make_timers_due(self, run_id: str) -> None:

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 
 import continuum_django as continuum
-from continuum_django.models import WorkflowRun
+from continuum_django.models import ActivityTask, WorkflowRun
 from tests.testapp import workflows as wf
 
 from .helpers import (
@@ -189,3 +189,20 @@ def test_incompatible_code_parks_the_run_on_drift(worker_factory: StartWorker) -
     assert parked.park_reason == "drift"
     assert "step_c" in parked.park_detail and "step_a" in parked.park_detail
     assert run.history() == history  # not advanced
+
+
+def test_sigterm_lets_the_running_activity_finish_and_holds_nothing(
+    worker_factory: StartWorker, tmp_path: Path
+) -> None:
+    first = worker_factory("first")
+    run = wf.pausing.start(str(tmp_path), 2.0)
+    wait_for_file(tmp_path / "pausing-started")
+    assert first.stop() == 0  # warm shutdown: SIGTERM, then the worker exits by itself
+    assert "warm shutdown" in first.log().lower()
+
+    task = ActivityTask.objects.get(run_id=run.id, activity__endswith="pausing_step")
+    assert (task.status, task.result, task.lease_owner) == ("completed", "finished", "")
+    stored = WorkflowRun.objects.get(pk=run.id)
+    assert stored.lease_owner == ""  # no lease is left held by the stopped worker
+    worker_factory("second")
+    assert run.result(timeout=60) == ["finished", "a"]

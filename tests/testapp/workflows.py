@@ -169,3 +169,33 @@ def direct_call_workflow(ctx: Any) -> int:
 def fan_out(ctx: Any, count: int) -> list[int]:
     handles = [ctx.start_activity(add_one, n) for n in range(count)]
     return sorted(ctx.wait_all(*handles))
+
+
+@activity(
+    timeout=60,
+    heartbeat_timeout=10,
+    retry=RetryPolicy(max_attempts=2, initial_interval=0.05, jitter=0),
+)
+def watched_step(x: int) -> int:
+    return x
+
+
+@workflow(name="tests.watched")
+def watched(ctx: Any, schedule_to_close: float | None = None) -> Any:
+    step = watched_step.with_options(schedule_to_close_timeout=schedule_to_close)
+    try:
+        return ctx.activity(step, 7)
+    except ActivityFailed as failure:
+        return {"failed": failure.error_message, "attempts": failure.attempts}
+
+
+@activity
+def pausing_step(marker_dir: str, seconds: float) -> str:
+    Path(marker_dir, "pausing-started").write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return "finished"
+
+
+@workflow(name="tests.pausing")
+def pausing(ctx: Any, marker_dir: str, seconds: float) -> list[str]:
+    return [ctx.activity(pausing_step, marker_dir, seconds), ctx.activity(step_a)]

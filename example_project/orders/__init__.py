@@ -1,0 +1,1 @@
+"""Orders of the example shop, fulfilled by a durable workflow."""

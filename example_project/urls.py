@@ -1,0 +1,9 @@
+"""URLs of the example shop: the admin and the orders API."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("orders/", include("example_project.orders.urls")),
+]

@@ -1,0 +1,1 @@
+"""Workflows and activities the test suite runs."""
