@@ -141,4 +141,4 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
                 f"run {run.id} is still {run.status} after {timeout} seconds", run_id=str(run.id)
             )
         time.sleep(delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.25)
+        delay = min(delay * 1.5, 0.05)

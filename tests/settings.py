@@ -52,6 +52,9 @@ TEMPLATES = [
 # pytest-django creates the test database (`test_<name>`) next to this one; the e2e
 # workers are pointed at that test database by tests/conftest.py.
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/test")}
+# Workers keep their connection between tasks, as a production deployment would.
+DATABASES["default"]["CONN_MAX_AGE"] = 60
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 
