@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .engine.context import ActivityHandle, WorkflowContext
+from .engine.context import ActivityHandle, ChildHandle, WorkflowContext
 from .engine.definitions import activity, workflow
 from .engine.events import Event
 from .engine.exceptions import (
     ActivityFailed,
     CancellationRequested,
+    ChildCancelled,
+    ChildFailed,
     ContinuumError,
     LeaseLost,
     NonRetryableError,
@@ -18,6 +20,7 @@ from .engine.exceptions import (
     ResultTimeout,
     RunNotActive,
     RunNotFound,
+    SignalRejected,
     SignalTimeout,
     UnknownActivity,
     UnknownWorkflow,
@@ -48,6 +51,9 @@ __all__ = [
     "ActivityFailed",
     "ActivityHandle",
     "CancellationRequested",
+    "ChildCancelled",
+    "ChildFailed",
+    "ChildHandle",
     "ContinuumError",
     "Event",
     "LeaseLost",
@@ -59,6 +65,7 @@ __all__ = [
     "RunHandle",
     "RunNotActive",
     "RunNotFound",
+    "SignalRejected",
     "SignalTimeout",
     "UnknownActivity",
     "UnknownWorkflow",

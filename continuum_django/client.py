@@ -9,7 +9,7 @@ from typing import Any
 
 from .conf import app_settings
 from .engine import codec
-from .engine.definitions import WorkflowDefinition, registry
+from .engine.definitions import WorkflowDefinition, check_signal, registry
 from .engine.events import Event
 from .engine.exceptions import (
     ResultTimeout,
@@ -90,12 +90,20 @@ def start(
 
 
 def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None = None) -> None:
-    """Deliver a signal to the run's mailbox; a repeated ``dedupe_key`` is delivered once."""
+    """Deliver a signal to the run's mailbox; a repeated ``dedupe_key`` is delivered once.
+
+    Given any run id of a continue_as_new chain, the signal goes to the chain's live tip.
+    Raises `SignalRejected` when the workflow's signal contract refuses it.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"signal name must be a non-empty str, not {name!r}")
     encoded = codec.encode(
         payload, what=f"payload of signal {name!r}", max_bytes=app_settings().MAX_PAYLOAD_BYTES
     )
+    tip = _tip(run_id)
+    if (tip.workflow_name, tip.workflow_version) in registry.workflows:
+        definition = registry.workflow(tip.workflow_name, tip.workflow_version)
+        check_signal(definition, name, codec.decode(encoded))
     engine = runtime()
     engine.dispatcher.send(
         engine.journal.deliver_signal(_run_id(run_id), name, encoded, dedupe_key)
@@ -116,15 +124,27 @@ def get_run(run_id: Any) -> WorkflowRun:
     return run
 
 
+def _tip(run_id: Any) -> WorkflowRun:
+    """The live end of the run's continue_as_new chain (the run itself when none)."""
+    run = get_run(run_id)
+    runs = WorkflowRun.objects.using(app_settings().DATABASE)
+    while run.status == RunStatus.CONTINUED:
+        successor = runs.filter(continued_from=run).first()
+        if successor is None:  # the successor is inserted with the continue; never missing
+            break
+        run = successor
+    return run
+
+
 def result(run_id: Any, timeout: float | None = None) -> Any:
-    """Wait for the run to finish and return its result.
+    """Wait for the run (the tip of its continue_as_new chain) to finish; return its result.
 
     Raises `WorkflowFailed`, `WorkflowCancelled`, or `ResultTimeout` after ``timeout`` seconds.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.005
     while True:
-        run = get_run(run_id)
+        run = _tip(run_id)
         if run.status == RunStatus.COMPLETED:
             return codec.decode(run.result)
         if run.status == RunStatus.FAILED:

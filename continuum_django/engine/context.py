@@ -18,11 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 from . import codec
-from .definitions import ActivityDefinition, Duration, registry, to_seconds
+from .definitions import (
+    ActivityDefinition,
+    Duration,
+    WorkflowDefinition,
+    registry,
+    to_seconds,
+)
 from .events import COMMAND_EVENTS, Event, EventType, NewEvent
 from .exceptions import (
     ActivityFailed,
     CancellationRequested,
+    ChildCancelled,
+    ChildFailed,
+    ContinueAsNew,
     ContinuumError,
     ReplayDriftError,
     SignalTimeout,
@@ -56,8 +65,8 @@ class EngineConfig:
     max_payload_bytes: int | None = 1024 * 1024
 
 
-class ActivityHandle:
-    """A scheduled activity; `result()` waits for it."""
+class Handle:
+    """A command started without waiting; `result()` waits for its outcome."""
 
     __slots__ = ("_ctx", "command_id", "name")
 
@@ -67,28 +76,47 @@ class ActivityHandle:
         self.name = name
 
     def result(self) -> Any:
-        outcome = self._ctx._wait(self.command_id)
-        return self._ctx._activity_value(self, outcome)
+        return self._ctx._value(self, self._ctx._wait(self.command_id))
 
     def __repr__(self) -> str:
-        return f"<ActivityHandle {self.command_id}>"
+        return f"<{type(self).__name__} {self.command_id}>"
 
+
+class ActivityHandle(Handle):
+    """A scheduled activity (or compensation)."""
+
+
+class ChildHandle(Handle):
+    """A started child workflow; ``run_id`` is derived from the parent's id and the command."""
+
+    __slots__ = ("run_id",)
+
+    def __init__(self, ctx: WorkflowContext, command_id: str, name: str, run_id: str) -> None:
+        super().__init__(ctx, command_id, name)
+        self.run_id = run_id
+
+
+@dataclass(slots=True)
+class _Compensation:
+    definition: ActivityDefinition[..., Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    done: bool = False
+
+
+MAX_CHILD_DEPTH = 8
 
 _OUTCOMES = {
     EventType.ACTIVITY_COMPLETED,
     EventType.ACTIVITY_FAILED,
+    EventType.COMPENSATION_COMPLETED,
+    EventType.COMPENSATION_FAILED,
+    EventType.CHILD_COMPLETED,
+    EventType.CHILD_FAILED,
+    EventType.CHILD_CANCELLED,
     EventType.TIMER_FIRED,
     EventType.SIGNAL_RECEIVED,
 }
-
-
-class _ReplayFilter(logging.Filter):
-    def __init__(self, ctx: WorkflowContext) -> None:
-        super().__init__()
-        self._ctx = ctx
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self._ctx.is_replaying
 
 
 class _ReplayAwareLogger(logging.LoggerAdapter[logging.Logger]):
@@ -139,6 +167,9 @@ class WorkflowContext:
         self._attributes: dict[str, Any] = dict(started.get("attributes") or {})
         self._attributes_changed = False
         self._cancel_delivered = False
+        self._compensations: list[_Compensation] = []
+        self._depth = int(started.get("depth", 0))
+        self._namespace = started.get("namespace", "default")
         self.suspended_at: str | None = None
         self.drift: ReplayDriftError | None = None
         self.logger: logging.LoggerAdapter[logging.Logger] = _ReplayAwareLogger(
@@ -179,10 +210,20 @@ class WorkflowContext:
         self, act: ActivityDefinition[..., Any] | str, *args: Any, **kwargs: Any
     ) -> ActivityHandle:
         """Schedule an activity without waiting for it; returns a handle."""
-        definition = self._activity_definition(act)
-        command_id, recorded = self._command("activity", definition.name)
+        return self._schedule(self._activity_definition(act), args, kwargs, compensation=False)
+
+    def _schedule(
+        self,
+        definition: ActivityDefinition[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        compensation: bool,
+    ) -> ActivityHandle:
+        kind = "compensation" if compensation else "activity"
+        command_id, recorded = self._command(kind, definition.name)
         if recorded is None:
-            what = f"arguments of activity {definition.name!r}"
+            what = f"arguments of {kind} {definition.name!r}"
             limit = self._config.max_payload_bytes
             payload = {
                 "activity": definition.name,
@@ -194,22 +235,21 @@ class WorkflowContext:
                 "schedule_to_close_timeout": definition.schedule_to_close_timeout,
                 "heartbeat_timeout": definition.heartbeat_timeout,
             }
-            self._emit(EventType.ACTIVITY_SCHEDULED, command_id, payload)
+            scheduled = (
+                EventType.COMPENSATION_SCHEDULED if compensation else EventType.ACTIVITY_SCHEDULED
+            )
+            self._emit(scheduled, command_id, payload)
         return ActivityHandle(self, command_id, definition.name)
 
-    def wait_all(self, *handles: ActivityHandle) -> list[Any]:
+    def wait_all(self, *handles: Handle) -> list[Any]:
         """Wait for every handle; results in argument order, or the earliest failure raised."""
         outcomes = [self._wait(handle.command_id) for handle in handles]
-        failures = [
-            (h, o)
-            for h, o in zip(handles, outcomes, strict=True)
-            if o.type == EventType.ACTIVITY_FAILED
-        ]
-        if failures:
-            self._activity_value(*failures[0])
-        return [self._activity_value(h, o) for h, o in zip(handles, outcomes, strict=True)]
+        for handle, outcome in zip(handles, outcomes, strict=True):
+            if outcome.type in _FAILURES:
+                self._value(handle, outcome)
+        return [self._value(h, o) for h, o in zip(handles, outcomes, strict=True)]
 
-    def wait_any(self, *handles: ActivityHandle) -> ActivityHandle:
+    def wait_any(self, *handles: Handle) -> Handle:
         """Wait until one handle finishes; returns the first to finish in journal order."""
         if not handles:
             raise WorkflowUsageError("wait_any needs at least one handle")
@@ -220,6 +260,119 @@ class WorkflowContext:
         if not done:
             self._suspend(f"any of {', '.join(h.command_id for h in handles)}")
         return min(done, key=lambda pair: pair[0])[1]
+
+    # -- sagas ---------------------------------------------------------------
+
+    def on_rollback(
+        self, act: ActivityDefinition[..., Any] | str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Register a compensation that `compensate()` will run (last registered, first run)."""
+        self._alive()
+        definition = self._activity_definition(act)
+        what = f"arguments of compensation {definition.name!r}"
+        codec.encode([list(args), kwargs], what=what, max_bytes=self._config.max_payload_bytes)
+        self._compensations.append(_Compensation(definition, list(args), dict(kwargs)))
+
+    def compensate(self, parallel: bool = False) -> list[ActivityFailed]:
+        """Run every registered compensation not yet run, LIFO (or all at once).
+
+        Returns the failures of compensations whose retries were exhausted; an empty list
+        means every compensation succeeded. A failure does not stop the others.
+        """
+        self._alive()
+        pending = [c for c in reversed(self._compensations) if not c.done]
+        for compensation in pending:
+            compensation.done = True
+        failures: list[ActivityFailed] = []
+        handles: list[ActivityHandle] = []
+        for compensation in pending:
+            handle = self._schedule(
+                compensation.definition, compensation.args, compensation.kwargs, compensation=True
+            )
+            if parallel:
+                handles.append(handle)
+            else:
+                failures += self._failures([handle])
+        return failures + self._failures(handles)
+
+    def _failures(self, handles: list[ActivityHandle]) -> list[ActivityFailed]:
+        failures = []
+        for handle in handles:
+            try:
+                handle.result()
+            except ActivityFailed as failure:
+                failures.append(failure)
+        return failures
+
+    # -- child workflows -----------------------------------------------------
+
+    def child(self, wf: WorkflowDefinition[..., T] | str, *args: Any, **kwargs: Any) -> T:
+        """Run a child workflow and return its result; raises `ChildFailed` if it fails."""
+        return self.start_child(wf, *args, **kwargs).result()  # type: ignore[no-any-return,unused-ignore]
+
+    def start_child(
+        self, wf: WorkflowDefinition[..., Any] | str, *args: Any, **kwargs: Any
+    ) -> ChildHandle:
+        """Start a child workflow without waiting for it; returns a handle."""
+        definition = registry.workflow(wf) if isinstance(wf, str) else wf
+        if not isinstance(definition, WorkflowDefinition):
+            raise WorkflowUsageError(f"{wf!r} is not a workflow: decorate it with @workflow")
+        command_id, recorded = self._command("child", definition.name)
+        if recorded is not None:
+            return ChildHandle(self, command_id, definition.name, recorded.payload["run_id"])
+        if self._depth + 1 > MAX_CHILD_DEPTH:
+            raise WorkflowUsageError(
+                f"child workflow {definition.name!r} would nest {self._depth + 1} levels deep; "
+                f"the limit is {MAX_CHILD_DEPTH}: flatten the tree or use continue_as_new"
+            )
+        run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuum:{self.run_id}/{command_id}"))
+        what = f"input of child workflow {definition.name!r}"
+        limit = self._config.max_payload_bytes
+        payload = {
+            "workflow": definition.name,
+            "version": definition.version,
+            "version_hash": definition.version_hash,
+            "run_id": run_id,
+            "input": {
+                "args": codec.encode(list(args), what=what, max_bytes=limit),
+                "kwargs": codec.encode(kwargs, what=what, max_bytes=limit),
+            },
+            "namespace": self._namespace,
+            "depth": self._depth + 1,
+            "seed": uuid.UUID(run_id).int >> 66,
+        }
+        self._emit(EventType.CHILD_STARTED, command_id, payload)
+        return ChildHandle(self, command_id, definition.name, run_id)
+
+    # -- long-running workflows and code changes -----------------------------
+
+    def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """End this run as `continued` and start its successor with these arguments."""
+        self._alive()
+        what = f"input of the successor of {self.workflow_name!r}"
+        limit = self._config.max_payload_bytes
+        raise ContinueAsNew(
+            {
+                "args": codec.encode(list(args), what=what, max_bytes=limit),
+                "kwargs": codec.encode(kwargs, what=what, max_bytes=limit),
+            }
+        )
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the code path added by the patch ``patch_id``.
+
+        New runs journal a marker and take it; runs whose history predates the patch
+        (they recorded another command here) take the old path, without drift.
+        """
+        self._alive()
+        command_id = f"{self._position}:patch:{patch_id}"
+        recorded = self._recorded.get(self._position)
+        if recorded is not None and recorded.command_id != command_id:
+            return False
+        self._advance_position()
+        if recorded is None:
+            self._emit(EventType.PATCH_MARKER, command_id, {"patch": patch_id})
+        return True
 
     # -- timers and signals --------------------------------------------------
 
@@ -386,11 +539,25 @@ class WorkflowContext:
                 return Event(seq=-1, type=EventType.SIGNAL_RECEIVED, payload=payload)
         return None
 
-    def _activity_value(self, handle: ActivityHandle, outcome: Event) -> Any:
-        if outcome.type == EventType.ACTIVITY_COMPLETED:
-            return codec.decode(outcome.payload["result"])
-        error = outcome.payload["error"]
-        attempts = outcome.payload.get("attempts", 1)
+    def _value(self, handle: Handle, outcome: Event) -> Any:
+        payload = outcome.payload or {}
+        if outcome.type in _SUCCESSES:
+            return codec.decode(payload["result"])
+        if outcome.type in (EventType.CHILD_FAILED, EventType.CHILD_CANCELLED):
+            error = payload.get("error") or {}
+            kind: type[ChildFailed]
+            if outcome.type == EventType.CHILD_CANCELLED:
+                kind, what = ChildCancelled, "was cancelled"
+            else:
+                kind, what = ChildFailed, f"failed: {error.get('type')}: {error.get('message')}"
+            raise kind(
+                f"child workflow {handle.name!r} ({payload.get('run_id')}) {what}",
+                workflow=handle.name,
+                run_id=payload.get("run_id"),
+                error=error,
+            )
+        error = payload["error"]
+        attempts = payload.get("attempts", 1)
         raise ActivityFailed(
             f"activity {handle.name!r} failed after {attempts} attempt(s): "
             f"{error['type']}: {error['message']}",
@@ -401,12 +568,27 @@ class WorkflowContext:
         )
 
 
+_SUCCESSES = {
+    EventType.ACTIVITY_COMPLETED,
+    EventType.COMPENSATION_COMPLETED,
+    EventType.CHILD_COMPLETED,
+}
+_FAILURES = {
+    EventType.ACTIVITY_FAILED,
+    EventType.COMPENSATION_FAILED,
+    EventType.CHILD_FAILED,
+    EventType.CHILD_CANCELLED,
+}
+
+
 __all__ = [
     "MISSING",
     "ActivityHandle",
     "BufferedSignal",
+    "ChildHandle",
     "ContinuumError",
     "EngineConfig",
+    "Handle",
     "Suspend",
     "WorkflowContext",
 ]

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from .exceptions import RegistrationError, UnknownActivity, UnknownWorkflow, WorkflowUsageError
+from .exceptions import (
+    RegistrationError,
+    SignalRejected,
+    UnknownActivity,
+    UnknownWorkflow,
+    WorkflowUsageError,
+)
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -145,6 +151,49 @@ class StartOptions(Generic[P, R]):
         return start(self.workflow, args=list(args), kwargs=dict(kwargs), **self.options)
 
 
+def _is_types(rule: Any) -> bool:
+    return isinstance(rule, type) or (
+        isinstance(rule, tuple) and all(isinstance(t, type) for t in rule)
+    )
+
+
+def check_signal(definition: WorkflowDefinition[..., Any], name: str, payload: Any) -> None:
+    """Refuse a signal the workflow's contract (``@workflow(signals=...)``) does not accept."""
+    if definition.signals is None:
+        return
+    if name not in definition.signals:
+        accepted = ", ".join(sorted(definition.signals)) or "none"
+        raise SignalRejected(
+            f"workflow {definition.name!r} declares no signal {name!r}; it accepts: {accepted}",
+            signal=name,
+        )
+    rule = definition.signals[name]
+    if rule is None:
+        return
+    if _is_types(rule):
+        if not isinstance(payload, rule):
+            expected = " or ".join(
+                t.__name__ for t in (rule if isinstance(rule, tuple) else (rule,))
+            )
+            raise SignalRejected(
+                f"signal {name!r} of workflow {definition.name!r} takes a {expected} payload, "
+                f"not {type(payload).__name__}",
+                signal=name,
+            )
+        return
+    try:
+        accepted_payload = rule(payload)
+    except (TypeError, ValueError) as exc:
+        raise SignalRejected(
+            f"signal {name!r} of workflow {definition.name!r} refused its payload: {exc}",
+            signal=name,
+        ) from None
+    if accepted_payload is False:
+        raise SignalRejected(
+            f"signal {name!r} of workflow {definition.name!r} refused its payload", signal=name
+        )
+
+
 class Registry:
     """Workflows by ``(name, version)`` and activities by name, filled by the decorators."""
 
@@ -229,6 +278,13 @@ def workflow(
     """Register a workflow function ``fn(ctx, *args, **kwargs)``; usable bare or with options."""
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise RegistrationError(f"workflow version must be a positive int, not {version!r}")
+
+    for signal, rule in (signals or {}).items():
+        if not (rule is None or callable(rule) or _is_types(rule)):
+            raise RegistrationError(
+                f"signal {signal!r}: a contract entry is None (any payload), a type, a tuple of "
+                f"types or a callable that checks the payload, not {rule!r}"
+            )
 
     def register(fn: Callable[..., Any]) -> WorkflowDefinition[..., Any]:
         definition: WorkflowDefinition[..., Any] = WorkflowDefinition(

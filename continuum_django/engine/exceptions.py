@@ -85,8 +85,28 @@ class ResultTimeout(ContinuumError, TimeoutError):
     """`result(timeout=...)` gave up before the run finished."""
 
 
+class ChildFailed(ContinuumError):
+    """A child workflow ended `failed`; raised in the parent where it waits for the child."""
+
+
+class ChildCancelled(ChildFailed):
+    """A child workflow ended `cancelled`."""
+
+
+class SignalRejected(ContinuumError):
+    """The workflow's signal contract refuses this signal's name or payload."""
+
+
 class WorkflowUsageError(ContinuumError):
     """Workflow code used the engine in a way that cannot be replayed."""
+
+
+class ContinueAsNew(BaseException):
+    """Raised by `ctx.continue_as_new`: ends the run and starts its successor."""
+
+    def __init__(self, input: dict[str, Any]) -> None:
+        super().__init__("continue as new")
+        self.input = input
 
 
 class CancellationRequested(BaseException):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .context import BufferedSignal
-from .events import Event
+from .events import Event, EventType
 from .replay import Activation
 from .retry import RetryPolicy
 
@@ -32,6 +32,7 @@ class RunClaim:
     run_id: str
     token: int
     revision: int
+    parent_run_id: str | None
     workflow_name: str
     version: int
     history: list[Event]
@@ -88,6 +89,86 @@ class NewRun:
     attributes: dict[str, Any]
     idempotency_key: str | None
     seed: int
+    depth: int = 0
+    parent_run_id: str | None = None
+    parent_command_id: str = ""
+    continued_from_id: str | None = None
+    chain_root_id: str | None = None
+
+    def started_payload(self) -> dict[str, Any]:
+        """The payload of the run's ``run_started`` event."""
+        return {
+            "workflow": self.workflow_name,
+            "version": self.version,
+            "version_hash": self.version_hash,
+            "input": self.input,
+            "seed": self.seed,
+            "namespace": self.namespace,
+            "attributes": self.attributes,
+            "depth": self.depth,
+            "parent_run_id": self.parent_run_id,
+            "continued_from": self.continued_from_id,
+        }
+
+
+def child_run(parent_id: str, event: Event) -> NewRun:
+    """The run a ``child_started`` event of ``parent_id`` asks for."""
+    p = event.payload
+    return NewRun(
+        run_id=p["run_id"],
+        workflow_name=p["workflow"],
+        version=p["version"],
+        version_hash=p["version_hash"],
+        input=p["input"],
+        namespace=p["namespace"],
+        attributes={},
+        idempotency_key=None,
+        seed=p["seed"],
+        depth=p["depth"],
+        parent_run_id=parent_id,
+        parent_command_id=event.command_id,
+        chain_root_id=p["run_id"],
+    )
+
+
+def successor_run(
+    event: Event,
+    *,
+    run_id: str,
+    namespace: str,
+    attributes: dict[str, Any],
+    depth: int,
+    parent_run_id: str | None,
+    parent_command_id: str,
+    chain_root_id: str,
+) -> NewRun:
+    """The run a ``run_continued`` event asks for: same chain, same parent, fresh history."""
+    p = event.payload
+    return NewRun(
+        run_id=p["next_run_id"],
+        workflow_name=p["workflow"],
+        version=p["version"],
+        version_hash=p["version_hash"],
+        input=p["input"],
+        namespace=namespace,
+        attributes=attributes,
+        idempotency_key=None,
+        seed=p["seed"],
+        depth=depth,
+        parent_run_id=parent_run_id,
+        parent_command_id=parent_command_id,
+        continued_from_id=run_id,
+        chain_root_id=chain_root_id,
+    )
+
+
+def child_outcome(run_id: str, status: str, result: Any, error: Any) -> tuple[str, dict[str, Any]]:
+    """The event type and payload that tell a parent how its child ended."""
+    if status == RunStatus.COMPLETED:
+        return EventType.CHILD_COMPLETED, {"run_id": run_id, "result": result}
+    if status == RunStatus.FAILED:
+        return EventType.CHILD_FAILED, {"run_id": run_id, "error": error}
+    return EventType.CHILD_CANCELLED, {"run_id": run_id}
 
 
 class Journal(Protocol):
@@ -183,6 +264,8 @@ class RunStatus:
     CANCELLED = "cancelled"
     CONTINUED = "continued"
     TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, CONTINUED})
+    # Ends that the parent of a run hears about (a continued run lives on in its successor).
+    FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 
 class TaskStatus:
@@ -231,3 +314,15 @@ def task_fields(payload: dict[str, Any]) -> dict[str, Any]:
 
 def seconds_after(moment: dt.datetime, seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else moment + dt.timedelta(seconds=seconds)
+
+
+def task_kind(event_type: str) -> str:
+    """``activity`` or ``compensation``, from the event that scheduled the task."""
+    return "compensation" if event_type == EventType.COMPENSATION_SCHEDULED else "activity"
+
+
+def outcome_type(kind: str, *, failed: bool) -> str:
+    """The event that journals how a task of ``kind`` ended."""
+    if kind == "compensation":
+        return EventType.COMPENSATION_FAILED if failed else EventType.COMPENSATION_COMPLETED
+    return EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED

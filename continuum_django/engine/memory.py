@@ -21,8 +21,13 @@ from .journal import (
     RunStatus,
     StaleClaim,
     TaskStatus,
+    child_outcome,
+    child_run,
+    outcome_type,
     seconds_after,
+    successor_run,
     task_fields,
+    task_kind,
     timeout_error,
 )
 from .replay import Activation, Outcome
@@ -51,6 +56,11 @@ class MemoryRun:
     cancel_requested: bool = False
     last_seq: int = 0
     revision: int = 0
+    depth: int = 0
+    parent_run_id: str | None = None
+    parent_command_id: str = ""
+    chain_root_id: str = ""
+    successor_id: str | None = None
     events: list[Event] = field(default_factory=list)
 
 
@@ -68,6 +78,7 @@ class MemoryTask:
     schedule_to_close_timeout: float | None
     heartbeat_timeout: float | None
     next_attempt_at: dt.datetime
+    kind: str
     schedule_deadline: dt.datetime | None
     status: str = TaskStatus.SCHEDULED
     attempt: int = 0
@@ -166,6 +177,83 @@ class MemoryJournal:
         self._append(run, NewEvent(type=EventType.TIMER_FIRED, command_id=timer.command_id), now)
         self._wake(run, now, dispatch)
 
+    def _insert(self, new: NewRun, now: dt.datetime, dispatch: Dispatch) -> MemoryRun:
+        run = MemoryRun(
+            id=new.run_id,
+            workflow_name=new.workflow_name,
+            version=new.version,
+            version_hash=new.version_hash,
+            namespace=new.namespace,
+            input=new.input,
+            attributes=new.attributes,
+            idempotency_key=new.idempotency_key,
+            next_wakeup_at=now,
+            revision=1,
+            depth=new.depth,
+            parent_run_id=new.parent_run_id,
+            parent_command_id=new.parent_command_id,
+            chain_root_id=new.chain_root_id or new.run_id,
+        )
+        self.runs[run.id] = run
+        self._append(run, NewEvent(type=EventType.RUN_STARTED, payload=new.started_payload()), now)
+        dispatch.runs.append((run.id, None))
+        return run
+
+    def _tip(self, run_id: str) -> MemoryRun:
+        """The live end of the run's continue_as_new chain (the run itself when none)."""
+        run = self._run(run_id)
+        while run.successor_id is not None:
+            run = self.runs[run.successor_id]
+        return run
+
+    def _finish(self, run: MemoryRun, now: dt.datetime, dispatch: Dispatch) -> None:
+        """A run reached a final status: tell its parent, cancel its live children."""
+        self._close_open_work(run)
+        if run.parent_run_id is not None:
+            parent = self.runs[run.parent_run_id]
+            if parent.status not in RunStatus.TERMINAL:
+                kind, payload = child_outcome(run.id, run.status, run.result, run.error)
+                new = NewEvent(type=kind, command_id=run.parent_command_id, payload=payload)
+                self._append(parent, new, now)
+                self._wake(parent, now, dispatch)
+        for child in self._children(run):
+            self._cancel(child, "parent run ended", False, now, dispatch)
+
+    def _children(self, run: MemoryRun) -> list[MemoryRun]:
+        return [
+            r
+            for r in self.runs.values()
+            if r.parent_run_id == run.id and r.status not in RunStatus.TERMINAL
+        ]
+
+    def _cancel(
+        self, run: MemoryRun, reason: str, terminate: bool, now: dt.datetime, dispatch: Dispatch
+    ) -> None:
+        """Journal a cancel request (once) on ``run`` and its live descendants."""
+        if not run.cancel_requested:
+            run.cancel_requested = True
+            self._append(
+                run, NewEvent(type=EventType.CANCEL_REQUESTED, payload={"reason": reason}), now
+            )
+            self._close_open_work(run)
+            self._wake(run, now, dispatch)
+        for child in self._children(run):
+            self._cancel(child, reason, terminate, now, dispatch)
+        if terminate and run.status not in RunStatus.TERMINAL:
+            self._append(
+                run,
+                NewEvent(
+                    type=EventType.RUN_CANCELLED, payload={"reason": reason, "terminated": True}
+                ),
+                now,
+            )
+            run.status = RunStatus.CANCELLED
+            run.lease_owner = ""
+            run.lease_expires_at = None
+            run.next_wakeup_at = None
+            run.revision += 1
+            self._finish(run, now, dispatch)
+
     def _snapshot(self, run: MemoryRun, now: dt.datetime) -> RunClaim:
         mailbox = [
             BufferedSignal(id=s.id, name=s.name, payload=s.payload)
@@ -176,6 +264,7 @@ class MemoryJournal:
             run_id=run.id,
             token=run.lease_token,
             revision=run.revision,
+            parent_run_id=run.parent_run_id,
             workflow_name=run.workflow_name,
             version=run.version,
             history=list(run.events),
@@ -209,24 +298,9 @@ class MemoryJournal:
                         new.idempotency_key,
                     ):
                         return run.id, False, Dispatch()
-            now = self.clock.now()
-            run = MemoryRun(
-                id=new.run_id,
-                workflow_name=new.workflow_name,
-                version=new.version,
-                version_hash=new.version_hash,
-                namespace=new.namespace,
-                input=new.input,
-                attributes=new.attributes,
-                idempotency_key=new.idempotency_key,
-                next_wakeup_at=now,
-                revision=1,
-            )
-            self.runs[run.id] = run
-            self._append(
-                run, NewEvent(type=EventType.RUN_STARTED, payload=started_payload(new)), now
-            )
-            return run.id, True, Dispatch(runs=[(run.id, None)])
+            dispatch = Dispatch()
+            run = self._insert(new, self.clock.now(), dispatch)
+            return run.id, True, dispatch
 
     def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
         with self._lock:
@@ -280,23 +354,54 @@ class MemoryJournal:
             )
             if activation.attributes is not None:
                 run.attributes = activation.attributes
-            if run.status in RunStatus.TERMINAL:
-                run.result = activation.result
-                run.error = activation.error
-                self._close_open_work(run)
             run.next_wakeup_at = None
             run.lease_owner = ""
             run.lease_expires_at = None
             run.revision += 1
+            if run.status in RunStatus.FINAL:
+                run.result = activation.result
+                run.error = activation.error
+                self._finish(run, now, dispatch)
+            elif run.status == RunStatus.CONTINUED:
+                self._continue(run, now, dispatch)
             return dispatch
 
+    def _continue(self, run: MemoryRun, now: dt.datetime, dispatch: Dispatch) -> None:
+        self._close_open_work(run)
+        successor = self._insert(
+            successor_run(
+                run.events[-1],
+                run_id=run.id,
+                namespace=run.namespace,
+                attributes=run.attributes,
+                depth=run.depth,
+                parent_run_id=run.parent_run_id,
+                parent_command_id=run.parent_command_id,
+                chain_root_id=run.chain_root_id,
+            ),
+            now,
+            dispatch,
+        )
+        run.successor_id = successor.id
+        for signal in self.signals.values():
+            if signal.run_id == run.id and signal.consumed_seq is None:
+                signal.run_id = successor.id
+        if run.cancel_requested:
+            reason = next(
+                (e.payload or {}).get("reason", "")
+                for e in run.events
+                if e.type == EventType.CANCEL_REQUESTED
+            )
+            self._cancel(successor, reason, False, now, dispatch)
+
     def _apply(self, run: MemoryRun, event: Event, now: dt.datetime, dispatch: Dispatch) -> None:
-        if event.type == EventType.ACTIVITY_SCHEDULED:
+        if event.type in (EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED):
             fields = task_fields(event.payload)
             task = MemoryTask(
                 id=next(self._ids),
                 run_id=run.id,
                 command_id=event.command_id,
+                kind=task_kind(event.type),
                 next_attempt_at=now,
                 schedule_deadline=seconds_after(now, fields["schedule_to_close_timeout"]),
                 **fields,
@@ -311,6 +416,8 @@ class MemoryJournal:
             self.timers[timer.id] = timer
             if (fire_at - now).total_seconds() <= ETA_HORIZON_SECONDS:
                 dispatch.runs.append((run.id, fire_at))
+        elif event.type == EventType.CHILD_STARTED:
+            self._insert(child_run(run.id, event), now, dispatch)
         elif event.type == EventType.SIGNAL_RECEIVED:
             self.signals[event.payload["signal_id"]].consumed_seq = event.seq
             for timer in self.timers.values():
@@ -408,12 +515,13 @@ class MemoryJournal:
         task.lease_expires_at = None
         if run.status in RunStatus.TERMINAL:
             task.status = TaskStatus.CANCELLED
+            task.result, task.error = result, error
             return dispatch
         if error is None:
             task.status = TaskStatus.COMPLETED
             task.result = result
             new = NewEvent(
-                type=EventType.ACTIVITY_COMPLETED,
+                type=outcome_type(task.kind, failed=False),
                 command_id=task.command_id,
                 payload={"result": result},
             )
@@ -430,7 +538,7 @@ class MemoryJournal:
             task.status = TaskStatus.FAILED
             task.error = error
             new = NewEvent(
-                type=EventType.ACTIVITY_FAILED,
+                type=outcome_type(task.kind, failed=True),
                 command_id=task.command_id,
                 payload={"error": error, "attempts": task.attempt},
             )
@@ -524,7 +632,7 @@ class MemoryJournal:
         self, run_id: str, name: str, payload: Any, dedupe_key: str | None
     ) -> Dispatch:
         with self._lock:
-            run = self._run(run_id)
+            run = self._tip(run_id)
             if run.status in RunStatus.TERMINAL:
                 raise RunNotActive(
                     f"run {run.id} is {run.status}; it cannot take signal {name!r}",
@@ -532,7 +640,8 @@ class MemoryJournal:
                     status=run.status,
                 )
             if dedupe_key is not None and any(
-                s.run_id == run.id and s.name == name and s.dedupe_key == dedupe_key
+                self.runs[s.run_id].chain_root_id == run.chain_root_id
+                and (s.name, s.dedupe_key) == (name, dedupe_key)
                 for s in self.signals.values()
             ):
                 return Dispatch()
@@ -550,8 +659,7 @@ class MemoryJournal:
 
     def request_cancel(self, run_id: str, reason: str, terminate: bool) -> Dispatch:
         with self._lock:
-            run = self._run(run_id)
-            now = self.clock.now()
+            run = self._tip(run_id)
             if run.status in RunStatus.TERMINAL:
                 raise RunNotActive(
                     f"run {run.id} is already {run.status}; there is nothing to cancel",
@@ -559,28 +667,7 @@ class MemoryJournal:
                     status=run.status,
                 )
             dispatch = Dispatch()
-            if not run.cancel_requested:
-                run.cancel_requested = True
-                self._append(
-                    run, NewEvent(type=EventType.CANCEL_REQUESTED, payload={"reason": reason}), now
-                )
-                self._close_open_work(run)
-                self._wake(run, now, dispatch)
-            if terminate:
-                self._append(
-                    run,
-                    NewEvent(
-                        type=EventType.RUN_CANCELLED,
-                        payload={"reason": reason, "terminated": True},
-                    ),
-                    now,
-                )
-                run.status = RunStatus.CANCELLED
-                run.lease_owner = ""
-                run.lease_expires_at = None
-                run.next_wakeup_at = None
-                run.revision += 1
-                dispatch = Dispatch()
+            self._cancel(run, reason, terminate, self.clock.now(), dispatch)
             return dispatch
 
     def history(self, run_id: str) -> list[Event]:
@@ -589,16 +676,3 @@ class MemoryJournal:
 
     def on_thread_exit(self) -> None:
         return None
-
-
-def started_payload(new: NewRun) -> dict[str, Any]:
-    """The payload of a run's ``run_started`` event."""
-    return {
-        "workflow": new.workflow_name,
-        "version": new.version,
-        "version_hash": new.version_hash,
-        "input": new.input,
-        "seed": new.seed,
-        "namespace": new.namespace,
-        "attributes": new.attributes,
-    }

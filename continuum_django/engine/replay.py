@@ -6,15 +6,22 @@ The live worker, the replay check and the testing kit all call `advance`.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
 from .context import BufferedSignal, EngineConfig, Suspend, WorkflowContext
-from .definitions import WorkflowDefinition, in_workflow
+from .definitions import WorkflowDefinition, in_workflow, registry
 from .events import Event, EventType, NewEvent
-from .exceptions import CancellationRequested, ReplayDriftError, WorkflowUsageError
+from .exceptions import (
+    CancellationRequested,
+    ContinueAsNew,
+    ReplayDriftError,
+    UnknownWorkflow,
+    WorkflowUsageError,
+)
 from .retry import error_payload
 
 
@@ -23,6 +30,7 @@ class Outcome:
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    CONTINUED = "continued"
     DRIFT = "drift"
 
 
@@ -72,6 +80,8 @@ def advance(
         outcome, value, error = Outcome.SUSPENDED, None, None
     except CancellationRequested:
         outcome, value, error = Outcome.CANCELLED, None, None
+    except ContinueAsNew as request:
+        outcome, value, error = Outcome.CONTINUED, request.input, None
     except ReplayDriftError as exc:
         ctx.drift = ctx.drift or exc
         outcome, value, error = Outcome.DRIFT, None, None
@@ -109,7 +119,7 @@ def advance(
             drift=f"replay drift: the workflow waits at {ctx.suspended_at} before reaching the "
             f"recorded command {first.command_id!r} ({first.type} at seq {first.seq})",
         )
-    if outcome == Outcome.COMPLETED and ctx.cancel_delivered:
+    if outcome in (Outcome.COMPLETED, Outcome.CONTINUED) and ctx.cancel_delivered:
         outcome = Outcome.CANCELLED
     if outcome == Outcome.COMPLETED:
         try:
@@ -123,6 +133,12 @@ def advance(
             events.append(NewEvent(type=EventType.RUN_COMPLETED, payload={"result": value}))
         elif outcome == Outcome.FAILED:
             events.append(NewEvent(type=EventType.RUN_FAILED, payload={"error": error}))
+        elif outcome == Outcome.CONTINUED:
+            events.append(
+                NewEvent(
+                    type=EventType.RUN_CONTINUED, payload=_successor(definition, run_id, value)
+                )
+            )
         elif outcome == Outcome.CANCELLED:
             reason = next(
                 (
@@ -141,6 +157,25 @@ def advance(
         attributes=ctx.attributes,
         waiting_for=ctx.suspended_at,
     )
+
+
+def _successor(
+    definition: WorkflowDefinition[..., Any], run_id: str, input: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``run_continued`` payload: the successor runs the newest version of the workflow."""
+    try:
+        newest = registry.workflow(definition.name)
+    except UnknownWorkflow:  # a definition used without registering it (tests, replay checks)
+        newest = definition
+    next_id = uuid.uuid5(uuid.NAMESPACE_URL, f"continuum:{run_id}/continue")
+    return {
+        "next_run_id": str(next_id),
+        "workflow": newest.name,
+        "version": newest.version,
+        "version_hash": newest.version_hash,
+        "input": input,
+        "seed": next_id.int >> 66,
+    }
 
 
 _TERMINAL = {

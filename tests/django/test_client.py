@@ -108,3 +108,28 @@ def test_every_error_is_a_continuum_error() -> None:
         value = getattr(continuum, name)
         if isinstance(value, type) and issubclass(value, Exception) and name != "ResultTimeout":
             assert issubclass(value, ContinuumError), name
+
+
+def test_signal_contract_rejects_undeclared_names_and_bad_payloads() -> None:
+    run = wf.declared_signals.start()
+    with pytest.raises(
+        continuum.SignalRejected, match=r"declares no signal 'approved'.*any, approve, note"
+    ):
+        run.signal("approved", {"ok": True})
+    with pytest.raises(continuum.SignalRejected, match="takes a dict payload, not str"):
+        run.signal("approve", "yes")
+    with pytest.raises(continuum.SignalRejected, match="takes a str payload, not int"):
+        run.signal("note", 3)
+    assert not Signal.objects.exists()  # the mailbox is unchanged
+    run.signal("approve", {"by": "ops"})
+    run.signal("any", [1, 2])
+    assert Signal.objects.count() == 2
+
+
+def test_bad_signal_contracts_are_refused_at_registration() -> None:
+    from continuum_django.engine.exceptions import RegistrationError
+
+    with pytest.raises(RegistrationError, match="a contract entry is None"):
+
+        @continuum.workflow(name="tests.bad_contract", signals={"x": 3})
+        def bad(ctx: object) -> None: ...

@@ -48,7 +48,8 @@ def test_public_names_are_pinned() -> None:
         "get_run", "ContinuumError", "UnknownWorkflow", "UnknownActivity", "RunNotFound",
         "RunNotActive", "PayloadError", "ReplayDriftError", "LeaseLost", "ActivityFailed",
         "NonRetryableError", "SignalTimeout", "WorkflowFailed", "WorkflowCancelled",
-        "ResultTimeout", "CancellationRequested",
+        "ResultTimeout", "CancellationRequested", "ChildFailed", "ChildCancelled",
+        "ChildHandle", "SignalRejected",
     }  # fmt: skip
     for name in continuum_django.__all__:
         assert getattr(continuum_django, name) is not None

@@ -10,6 +10,8 @@ from typing import Any
 from continuum_django import (
     ActivityContext,
     ActivityFailed,
+    CancellationRequested,
+    ChildFailed,
     NonRetryableError,
     RetryPolicy,
     activity,
@@ -199,3 +201,140 @@ def pausing_step(marker_dir: str, seconds: float) -> str:
 @workflow(name="tests.pausing")
 def pausing(ctx: Any, marker_dir: str, seconds: float) -> list[str]:
     return [ctx.activity(pausing_step, marker_dir, seconds), ctx.activity(step_a)]
+
+
+# -- composition ---------------------------------------------------------------
+
+
+@activity
+def book(step: str) -> str:
+    return f"booked {step}"
+
+
+@activity(retry=RetryPolicy(max_attempts=2, initial_interval=0.05, jitter=0))
+def undo(step: str) -> str:
+    if step == "broken":
+        raise RuntimeError(f"cannot undo {step}")
+    return f"undid {step}"
+
+
+@activity
+def payment_declined() -> None:
+    raise NonRetryableError("card declined")
+
+
+@workflow(name="tests.saga")
+def saga(ctx: Any, steps: list[str], parallel: bool = False) -> dict[str, Any]:
+    for step in steps:
+        ctx.activity(book, step)
+        ctx.on_rollback(undo, step)
+    try:
+        ctx.activity(payment_declined)
+    except ActivityFailed:
+        failures = ctx.compensate(parallel=parallel)
+        return {"status": "rolled back", "failed": [f.error_message for f in failures]}
+    return {"status": "done"}
+
+
+@workflow(name="tests.child_double")
+def child_double(ctx: Any, n: int) -> int:
+    return ctx.activity(double, n)
+
+
+@workflow(name="tests.child_fails")
+def child_fails(ctx: Any) -> None:
+    raise ValueError("the child gives up")
+
+
+@workflow(name="tests.fan_out_children")
+def fan_out_children(ctx: Any, count: int) -> list[int]:
+    handles = [ctx.start_child(child_double, n) for n in range(count)]
+    return ctx.wait_all(*handles)
+
+
+@workflow(name="tests.parent_of_failure")
+def parent_of_failure(ctx: Any) -> str:
+    try:
+        ctx.child(child_fails)
+    except ChildFailed as failure:
+        return f"handled: {failure.error['message']}"
+    return "unreachable"
+
+
+@workflow(name="tests.tree_leaf")
+def tree_leaf(ctx: Any) -> str:
+    ctx.sleep(3600)
+    return "leaf slept"
+
+
+@workflow(name="tests.tree_mid")
+def tree_mid(ctx: Any, block: bool) -> str:
+    """Waits for its child while an activity runs (blocking until cancelled, with ``block``)."""
+    ctx.start_activity(blocking_forever if block else book, "mid")
+    return ctx.child(tree_leaf)
+
+
+@activity
+def blocking_forever(step: str, activity_context: ActivityContext) -> str:
+    """Runs until the run is cancelled (cooperatively), then returns."""
+    deadline = time.monotonic() + 120
+    while not activity_context.is_cancelled() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "stopped"
+
+
+@workflow(name="tests.tree_root")
+def tree_root(ctx: Any, block: bool = False) -> str:
+    ctx.activity(book, "root")
+    ctx.on_rollback(undo, "root")
+    try:
+        return ctx.child(tree_mid, block)
+    except CancellationRequested:
+        ctx.compensate()
+        raise
+
+
+@workflow(name="tests.cycles")
+def cycles(ctx: Any, cycle: int, seen: list[Any]) -> dict[str, Any]:
+    ctx.activity(add_one, cycle)
+    if cycle == 3:
+        seen = [*seen, ctx.wait_signal("poke")]
+    if cycle < 5:
+        ctx.continue_as_new(cycle + 1, seen)
+    return {"cycle": cycle, "seen": seen}
+
+
+@workflow(name="tests.declared_signals", signals={"approve": dict, "note": str, "any": None})
+def declared_signals(ctx: Any) -> Any:
+    return ctx.wait_signal("approve")
+
+
+@workflow(name="tests.saga_blocking_undo")
+def saga_blocking_undo(ctx: Any, marker_dir: str) -> dict[str, Any]:
+    for step in ("a", "b"):
+        ctx.activity(book, step)
+        ctx.on_rollback(undo, step)
+    ctx.activity(book, "c")
+    ctx.on_rollback(blocking_step, marker_dir)  # the first to run; its first attempt hangs
+    try:
+        ctx.activity(payment_declined)
+    except ActivityFailed:
+        return {"failed": [f.error_message for f in ctx.compensate()]}
+    return {"failed": None}
+
+
+if VARIANT == "1":
+
+    @workflow(name="tests.patchable")
+    def patchable(ctx: Any) -> str:
+        greeting = ctx.activity(step_a)
+        ctx.wait_signal("go")
+        return greeting
+
+else:
+
+    @workflow(name="tests.patchable")
+    def patchable(ctx: Any) -> str:
+        greeting = ctx.activity(step_c) if ctx.patched("use-step-c") else ctx.activity(step_a)
+        ctx.wait_signal("go")
+        return greeting

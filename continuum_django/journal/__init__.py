@@ -1,0 +1,20 @@
+"""The ORM journal: the engine's `Journal` on Django models.
+
+Every write to a run happens in one ``transaction.atomic()`` that locks the run row
+(``select_for_update``), checks the writer's lease on the database clock, then writes.
+Locks are taken parent run before child run, run before task or timer, never the other
+way round.
+"""
+
+from __future__ import annotations
+
+from .activities import ActivityJournal
+from .base import to_event
+from .runs import RunJournal
+
+
+class OrmJournal(RunJournal, ActivityJournal):
+    """The journal on the database ``using`` (``CONTINUUM["DATABASE"]``)."""
+
+
+__all__ = ["OrmJournal", "to_event"]

@@ -1,0 +1,382 @@
+"""Run writes: start, claim, commit an activation, park, signal, cancel, and sweeping runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import IntegrityError
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from ..engine.events import Event, EventType, NewEvent
+from ..engine.exceptions import RunNotActive, RunNotFound
+from ..engine.journal import (
+    ETA_HORIZON_SECONDS,
+    Dispatch,
+    NewRun,
+    RunClaim,
+    StaleClaim,
+    child_outcome,
+    child_run,
+    seconds_after,
+    successor_run,
+    task_fields,
+    task_kind,
+)
+from ..engine.replay import Activation, Outcome
+from ..models import (
+    TERMINAL,
+    ActivityTask,
+    RunStatus,
+    Signal,
+    Timer,
+    WorkflowEvent,
+    WorkflowRun,
+)
+from .base import LEASE_FIELDS, OrmBase, to_event
+
+FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
+END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
+
+
+class RunJournal(OrmBase):
+    def create_run(self, new: NewRun) -> tuple[str, bool, Dispatch]:
+        key = {
+            "namespace": new.namespace,
+            "workflow_name": new.workflow_name,
+            "idempotency_key": new.idempotency_key,
+        }
+        dispatch = Dispatch()
+        with self._atomic():
+            if new.idempotency_key is None:
+                return str(self._insert_run(new, dispatch).id), True, dispatch
+            existing = self._runs().filter(**key).values_list("id", flat=True).first()
+            if existing is not None:
+                return str(existing), False, Dispatch()
+            try:
+                # A savepoint, so that losing an idempotency race leaves the caller's
+                # transaction usable.
+                with self._atomic():
+                    run = self._insert_run(new, dispatch)
+            except IntegrityError:
+                existing = self._runs().filter(**key).values_list("id", flat=True).first()
+                if existing is None:
+                    raise
+                return str(existing), False, Dispatch()
+        return str(run.id), True, dispatch
+
+    def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
+        with self._atomic():
+            try:
+                run, now = self._lock_run(run_id)
+            except RunNotFound:
+                return None
+            if run.status in TERMINAL or run.park_reason:
+                return None
+            if run.lease_expires_at is not None and run.lease_expires_at > now:
+                return None
+            timers = Timer.objects.using(self.using)
+            due = list(timers.filter(run_id=run.id, fired=False, cancelled=False, fire_at__lte=now))
+            if due:
+                fired = [NewEvent(type=EventType.TIMER_FIRED, command_id=t.command_id) for t in due]
+                self._append(run, fired, now)
+                timers.filter(pk__in=[t.pk for t in due]).update(fired=True)
+                run.revision += 1
+                run.next_wakeup_at = now
+            if run.next_wakeup_at is None or run.next_wakeup_at > now:
+                return None
+            run.lease_token += 1
+            run.lease_owner = owner
+            run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            run.status = RunStatus.RUNNING
+            claimed = ["lease_token", "status", "last_seq", "revision", "next_wakeup_at"]
+            run.save(update_fields=[*claimed, *LEASE_FIELDS, "updated_at"])
+            return self._claim_of(run, now)
+
+    def _claim_of(self, run: WorkflowRun, now: dt.datetime) -> RunClaim:
+        events = WorkflowEvent.objects.using(self.using).filter(run_id=run.id).order_by("seq")
+        signals = Signal.objects.using(self.using).filter(run_id=run.id, consumed_by__isnull=True)
+        from ..engine.context import BufferedSignal
+
+        return RunClaim(
+            run_id=str(run.id),
+            token=run.lease_token,
+            revision=run.revision,
+            parent_run_id=str(run.parent_run_id) if run.parent_run_id else None,
+            workflow_name=run.workflow_name,
+            version=run.workflow_version,
+            history=[to_event(row) for row in events],
+            mailbox=[
+                BufferedSignal(id=s.id, name=s.name, payload=s.payload)
+                for s in signals.order_by("id")
+            ],
+            now=now,
+        )
+
+    def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
+        with self._atomic():
+            run, now = self._lock_run(claim.run_id)
+            self._check_lease(run, claim, now)
+            run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            run.save(update_fields=["lease_expires_at"])
+            return self._claim_of(run, now)
+
+    def commit_activation(
+        self, claim: RunClaim, activation: Activation, lease_seconds: float
+    ) -> Dispatch:
+        dispatch = Dispatch()
+        with self._atomic():
+            if activation.outcome in FINAL and claim.parent_run_id:
+                self._lock_run(claim.parent_run_id)  # parent before child: it hears the end
+            run, now = self._lock_run(claim.run_id)
+            self._check_lease(run, claim, now)
+            if run.revision != claim.revision:
+                raise StaleClaim(claim.run_id)
+            # The activation's events carry the time its code saw (ctx times derive from it).
+            rows = self._append(run, activation.events, claim.now)
+            self._schedule(run, rows, now, dispatch)
+            run.status = (
+                RunStatus.SUSPENDED
+                if activation.outcome == Outcome.SUSPENDED
+                else activation.outcome
+            )
+            if activation.attributes is not None:
+                run.attributes = activation.attributes
+            run.next_wakeup_at = None
+            run.lease_owner = ""
+            run.lease_expires_at = None
+            run.revision += 1
+            fields = ["status", "attributes", "next_wakeup_at", "revision", "last_seq"]
+            run.save(update_fields=[*fields, *LEASE_FIELDS, "updated_at"])
+            if run.status in FINAL:
+                self._end(run, activation.result, activation.error, now, dispatch)
+            elif run.status == RunStatus.CONTINUED:
+                self._continue(run, to_event(rows[-1]), now, dispatch)
+        return dispatch
+
+    def _schedule(
+        self, run: WorkflowRun, rows: list[WorkflowEvent], now: dt.datetime, dispatch: Dispatch
+    ) -> None:
+        """Create the tasks, timers and child runs that the activation's commands ask for."""
+        tasks: list[ActivityTask] = []
+        timers: list[Timer] = []
+        for row in rows:
+            payload: dict[str, Any] = row.payload or {}
+            if row.type in (EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED):
+                fields = task_fields(payload)
+                deadline = seconds_after(now, fields["schedule_to_close_timeout"])
+                tasks.append(
+                    ActivityTask(
+                        run_id=run.id,
+                        command_id=row.command_id,
+                        kind=task_kind(row.type),
+                        next_attempt_at=now,
+                        schedule_deadline=deadline,
+                        **fields,
+                    )
+                )
+            elif row.type == EventType.TIMER_SCHEDULED:
+                fire_at = dt.datetime.fromisoformat(payload["fire_at"])
+                timers.append(Timer(run_id=run.id, command_id=row.command_id, fire_at=fire_at))
+                if (fire_at - now).total_seconds() <= ETA_HORIZON_SECONDS:
+                    dispatch.runs.append((str(run.id), fire_at))
+            elif row.type == EventType.CHILD_STARTED:
+                self._insert_run(child_run(str(run.id), to_event(row)), dispatch)
+            elif row.type == EventType.SIGNAL_RECEIVED:
+                signals = Signal.objects.using(self.using)
+                signals.filter(pk=payload["signal_id"]).update(consumed_by=row)
+                Timer.objects.using(self.using).filter(
+                    run_id=run.id, command_id=row.command_id, fired=False
+                ).update(cancelled=True)
+        if tasks:
+            ActivityTask.objects.using(self.using).bulk_create(tasks)
+            dispatch.activities.extend((t.id, t.queue, None) for t in tasks)
+        if timers:
+            Timer.objects.using(self.using).bulk_create(timers)
+
+    def _end(
+        self, run: WorkflowRun, result: Any, error: Any, now: dt.datetime, dispatch: Dispatch
+    ) -> None:
+        """The run reached a final status: tell its parent (already locked), cancel children."""
+        run.result, run.error, run.finished_at = result, error, now
+        run.next_wakeup_at, run.lease_owner, run.lease_expires_at = None, "", None
+        run.save(update_fields=END_FIELDS)
+        self._close_open_work(run)
+        if run.parent_run_id:
+            parent, _ = self._lock_run(run.parent_run_id)
+            if parent.status not in TERMINAL:
+                kind, payload = child_outcome(str(run.id), run.status, result, error)
+                new = NewEvent(type=kind, command_id=run.parent_command_id, payload=payload)
+                self._append(parent, [new], now)
+                parent.save(update_fields=self._wake(parent, now, dispatch))
+        for child_id in self._live_children(run):
+            child, _ = self._lock_run(child_id)
+            self._cancel(child, "the parent run ended", False, now, dispatch)
+
+    def _live_children(self, run: WorkflowRun) -> list[str]:
+        children = self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL)
+        return [str(pk) for pk in children.order_by("id").values_list("id", flat=True)]
+
+    def _continue(
+        self, run: WorkflowRun, continued: Event, now: dt.datetime, dispatch: Dispatch
+    ) -> None:
+        run.finished_at = now
+        run.save(update_fields=["finished_at"])
+        self._close_open_work(run)
+        new = successor_run(
+            continued,
+            run_id=str(run.id),
+            namespace=run.namespace,
+            attributes=run.attributes,
+            depth=int(self._started(run).get("depth", 0)),
+            parent_run_id=str(run.parent_run_id) if run.parent_run_id else None,
+            parent_command_id=run.parent_command_id,
+            chain_root_id=str(run.chain_root_id or run.id),
+        )
+        successor = self._insert_run(new, dispatch)
+        Signal.objects.using(self.using).filter(run=run, consumed_by__isnull=True).update(
+            run=successor
+        )
+        if run.cancel_requested:
+            cancel = run.events.filter(type=EventType.CANCEL_REQUESTED).first()
+            reason = ((cancel.payload if cancel else None) or {}).get("reason", "")
+            self._cancel(successor, reason, False, now, dispatch)
+
+    def _started(self, run: WorkflowRun) -> dict[str, Any]:
+        first = WorkflowEvent.objects.using(self.using).filter(run=run, seq=1).first()
+        return (first.payload if first else None) or {}
+
+    def _cancel(
+        self, run: WorkflowRun, reason: str, terminate: bool, now: dt.datetime, dispatch: Dispatch
+    ) -> None:
+        """Journal a cancel request (once) on the locked ``run`` and its live descendants."""
+        if not run.cancel_requested:
+            run.cancel_requested = True
+            self._append(
+                run, [NewEvent(type=EventType.CANCEL_REQUESTED, payload={"reason": reason})], now
+            )
+            self._close_open_work(run)
+            run.save(update_fields=["cancel_requested", *self._wake(run, now, dispatch)])
+        for child_id in self._live_children(run):
+            child, _ = self._lock_run(child_id)
+            self._cancel(child, reason, terminate, now, dispatch)
+            # A child that ended appended to this run through its own copy of the row.
+            run.refresh_from_db(fields=["last_seq", "revision", "next_wakeup_at"])
+        if terminate and run.status not in TERMINAL:
+            ended = NewEvent(
+                type=EventType.RUN_CANCELLED, payload={"reason": reason, "terminated": True}
+            )
+            self._append(run, [ended], now)
+            run.status = RunStatus.CANCELLED
+            run.revision += 1
+            run.save(update_fields=["status", "revision", "last_seq", "updated_at"])
+            self._end(run, None, None, now, dispatch)
+
+    def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
+        with self._atomic():
+            run, now = self._lock_run(claim.run_id)
+            self._check_lease(run, claim, now)
+            run.status = RunStatus.SUSPENDED
+            run.park_reason = reason
+            run.park_detail = detail
+            run.lease_owner = ""
+            run.lease_expires_at = None
+            run.save(update_fields=["status", "park_reason", "park_detail", *LEASE_FIELDS])
+
+    # -- client-side writes --------------------------------------------------
+
+    def deliver_signal(
+        self, run_id: str, name: str, payload: Any, dedupe_key: str | None
+    ) -> Dispatch:
+        dispatch = Dispatch()
+        with self._atomic():
+            run, now = self._lock_tip(run_id)
+            if run.status in TERMINAL:
+                raise RunNotActive(
+                    f"run {run.id} is {run.status}; it cannot take signal {name!r}",
+                    run_id=str(run.id),
+                    status=run.status,
+                )
+            root = run.chain_root_id or run.id
+            signals = Signal.objects.using(self.using)
+            if (
+                dedupe_key is not None
+                and signals.filter(chain_root_id=root, name=name, dedupe_key=dedupe_key).exists()
+            ):
+                return dispatch
+            signals.create(
+                run=run, chain_root_id=root, name=name, payload=payload, dedupe_key=dedupe_key
+            )
+            run.save(update_fields=self._wake(run, now, dispatch))
+        return dispatch
+
+    def _lock_tip(self, run_id: str, with_parent: bool = False) -> tuple[WorkflowRun, dt.datetime]:
+        """Lock the live end of the run's chain (and its parent first, when asked)."""
+        while True:
+            tip = self._tip_id(run_id)
+            if with_parent:
+                parent = self._runs().filter(pk=tip).values_list("parent_run_id", flat=True)[0]
+                if parent:
+                    self._lock_run(parent)
+            run, now = self._lock_run(tip)
+            if run.status != RunStatus.CONTINUED:
+                return run, now
+
+    def request_cancel(self, run_id: str, reason: str, terminate: bool) -> Dispatch:
+        dispatch = Dispatch()
+        with self._atomic():
+            run, now = self._lock_tip(run_id, with_parent=terminate)
+            if run.status in TERMINAL:
+                raise RunNotActive(
+                    f"run {run.id} is already {run.status}; there is nothing to cancel",
+                    run_id=str(run.id),
+                    status=run.status,
+                )
+            self._cancel(run, reason, terminate, now, dispatch)
+        return dispatch
+
+    def history(self, run_id: str) -> list[Event]:
+        if not self._runs().filter(pk=run_id).exists():
+            raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
+        rows = WorkflowEvent.objects.using(self.using).filter(run__pk=run_id).order_by("seq")
+        return [to_event(row) for row in rows]
+
+    # -- sweeping ------------------------------------------------------------
+
+    def fire_due_timers(self, limit: int) -> Dispatch:
+        dispatch = Dispatch()
+        timers = Timer.objects.using(self.using)
+        due = timers.filter(fired=False, cancelled=False, fire_at__lte=Now())
+        for run_id in list(due.values_list("run_id", flat=True).distinct()[:limit]):
+            with self._atomic():
+                run, now = self._lock_run(run_id)
+                mine = timers.select_for_update(skip_locked=True).filter(
+                    run_id=run_id, fired=False, cancelled=False, fire_at__lte=now
+                )
+                firing = list(mine)
+                if not firing:
+                    continue
+                timers.filter(pk__in=[t.pk for t in firing]).update(fired=True)
+                if run.status in TERMINAL:
+                    continue
+                fired = [
+                    NewEvent(type=EventType.TIMER_FIRED, command_id=t.command_id) for t in firing
+                ]
+                self._append(run, fired, now)
+                run.save(update_fields=self._wake(run, now, dispatch))
+        return dispatch
+
+    def due_runs(self, limit: int, grace_seconds: float) -> Dispatch:
+        now = Now()
+        with self._atomic():
+            ids = list(
+                WorkflowRun.objects.using(self.using)
+                .runnable()
+                .select_for_update(skip_locked=True)
+                .filter(next_wakeup_at__lte=now - dt.timedelta(seconds=grace_seconds))
+                .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+                .values_list("id", flat=True)[:limit]
+            )
+            self._runs().filter(pk__in=ids).update(next_wakeup_at=now)
+        return Dispatch(runs=[(str(run_id), None) for run_id in ids])

@@ -1,0 +1,61 @@
+"""Golden histories: every recorded history in tests/golden must keep replaying on current code.
+
+They are a compatibility promise: add files with ``python -m tests.golden.record``; never
+edit or re-record one. A failure here means the change would strand or fork live runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from continuum_django.engine.definitions import registry
+from continuum_django.engine.events import Event
+from continuum_django.engine.replay import advance
+from tests.golden import workflows  # noqa: F401 - registers the golden workflows
+
+GOLDEN = sorted((Path(__file__).parent.parent / "golden").glob("*.json"))
+LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def load(path: Path) -> tuple[dict[str, Any], list[Event]]:
+    document = json.loads(path.read_text())
+    return document, [Event.from_json(e) for e in document["events"]]
+
+
+def test_the_golden_set_is_complete() -> None:
+    names = {path.stem for path in GOLDEN}
+    assert {
+        "activity_signal_activity", "signal_timeout", "timer", "retry_then_success",
+        "failure_handled", "side_effects", "saga_success", "saga_failing_compensation",
+        "saga_parallel", "child_fan_out", "cancellation_cascade", "continue_as_new_1",
+        "continue_as_new_2", "continue_as_new_3", "patched_old_history", "patched_new_history",
+    } <= names  # fmt: skip
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_golden_history_replays_to_the_same_end(path: Path) -> None:
+    document, history = load(path)
+    definition = registry.workflow(document["workflow"], document["version"])
+    *before_end, end = history
+
+    activation = advance(definition, run_id=document["run_id"], history=before_end, now=LATER)
+
+    assert activation.drift is None
+    assert activation.outcome == document["outcome"]["status"]
+    assert activation.result == document["outcome"]["result"]
+    # Every recorded command was matched, and the only new event is the recorded end.
+    assert [(e.type, e.payload) for e in activation.events] == [(end.type, end.payload)]
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_complete_golden_history_replays_without_new_events(path: Path) -> None:
+    document, history = load(path)
+    definition = registry.workflow(document["workflow"], document["version"])
+    activation = advance(definition, run_id=document["run_id"], history=history, now=LATER)
+    assert activation.outcome == document["outcome"]["status"]
+    assert activation.events == []

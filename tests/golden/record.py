@@ -1,0 +1,104 @@
+"""Record golden histories: ``python -m tests.golden.record``. Never overwrites a file.
+
+Golden histories are a compatibility promise: future code must keep replaying them.
+Add new files; never edit or re-record existing ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from continuum_django.engine.definitions import registry
+from continuum_django.engine.local import LocalRunner
+
+from . import workflows as g
+
+HERE = Path(__file__).parent
+
+
+def record(name: str, runner: LocalRunner, run_id: str) -> None:
+    path = HERE / f"{name}.json"
+    if path.exists():
+        print(f"kept {path.name} (golden files are never re-recorded)")
+        return
+    run = runner.journal.runs[run_id]
+    document = {
+        "format": 1,
+        "workflow": run.workflow_name,
+        "version": run.version,
+        "run_id": run_id,
+        "outcome": {"status": run.status, "result": run.result, "error": run.error},
+        "events": [
+            {"seq": e.seq, "type": str(e.type), "command_id": e.command_id, "payload": e.payload}
+            for e in runner.journal.history(run_id)
+        ],
+    }
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    print(f"recorded {path.name}")
+
+
+def scenario(name: str, start: Callable[[LocalRunner], str], *then: Callable[..., Any]) -> None:
+    runner = LocalRunner()
+    run_id = start(runner)
+    runner.run_until_idle(skip_time=False)
+    for step in then:
+        step(runner, run_id)
+        runner.run_until_idle()
+    record(name, runner, run_id)
+
+
+def signal(name: str, payload: Any) -> Callable[[LocalRunner, str], None]:
+    return lambda r, run_id: r.dispatcher.send(
+        r.journal.deliver_signal(run_id, name, payload, None)
+    )
+
+
+def skip_time(r: LocalRunner, run_id: str) -> None:
+    r.run_until_idle(skip_time=True)
+
+
+def cancel(r: LocalRunner, run_id: str) -> None:
+    r.dispatcher.send(r.journal.request_cancel(run_id, "golden cancel", terminate=False))
+
+
+def main() -> int:
+    scenario(
+        "activity_signal_activity",
+        lambda r: r.start(g.activity_signal_activity, "o-1"),
+        signal("decision", "approved"),
+    )
+    scenario("signal_timeout", lambda r: r.start(g.signal_timeout), skip_time)
+    scenario("timer", lambda r: r.start(g.timer), skip_time)
+    scenario("retry_then_success", lambda r: r.start(g.retry_then_success), skip_time)
+    scenario("failure_handled", lambda r: r.start(g.failure_handled), skip_time)
+    scenario("side_effects", lambda r: r.start(g.side_effects))
+    scenario("saga_success", lambda r: r.start(g.saga, ["a", "b"], False))
+    scenario("saga_failing_compensation", lambda r: r.start(g.saga, ["a", "broken", "c"], True),
+             skip_time)  # fmt: skip
+    scenario("saga_parallel", lambda r: r.start(g.saga, ["a", "b", "c"], True, True))
+    scenario("child_fan_out", lambda r: r.start(g.fan_out, 3))
+    scenario("cancellation_cascade", lambda r: r.start(g.cancelled_parent), cancel)
+    runner = LocalRunner()
+    run_id = runner.start(g.chain, 1)
+    runner.run_until_idle()
+    for cycle in (1, 2, 3):
+        record(f"continue_as_new_{cycle}", runner, run_id)
+        last = runner.journal.history(run_id)[-1]
+        run_id = last.payload["next_run_id"] if last.type == "run_continued" else run_id
+    scenario("patched_new_history", lambda r: r.start(g.patched), signal("go", None))
+    current = registry.workflows[("golden.patched", 1)]
+    registry.workflows[("golden.patched", 1)] = replace(current, fn=g.patched_before_the_patch)
+    try:
+        scenario("patched_old_history", lambda r: r.start(g.patched), signal("go", None))
+    finally:
+        registry.workflows[("golden.patched", 1)] = current
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
