@@ -393,6 +393,11 @@ class WorkflowContext:
         """
         seconds = to_seconds(timeout, what="signal timeout")
         self._alive()
+        taken = self._recorded.get(self._position)
+        if taken is not None and taken.command_id != f"{self._position}:signal:{name}":
+            # A wait without a timeout journals nothing while it waits; if later commands
+            # hold its place, the run was cancelled here: deliver that again, or it is drift.
+            self._deliver_cancel(None)
         command_id, recorded = self._peek("signal", name)
         if recorded is not None:
             self._advance_position()

@@ -222,3 +222,27 @@ def test_logger_is_silent_while_replaying(caplog: pytest.LogCaptureFixture) -> N
     run(logs)
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("continuum.workflow")]
     assert messages == ["before", "after"]
+
+
+@workflow(name="engine.cancel_while_waiting")
+def cancel_while_waiting(ctx: Any) -> str:
+    ctx.on_rollback(echo, "undo")
+    try:
+        ctx.wait_signal("never")  # no timeout: this wait journals nothing while it waits
+    except CancellationRequested:
+        ctx.compensate()
+        raise
+    return "signalled"
+
+
+def test_cancel_during_an_untimed_signal_wait_replays_without_drift() -> None:
+    runner = LocalRunner()
+    run_id = runner.start(cancel_while_waiting)
+    runner.run_until_idle()
+    runner.dispatcher.send(runner.journal.request_cancel(run_id, "stop", terminate=False))
+    runner.run_until_idle()
+    stored = runner.journal.runs[run_id]
+    assert (stored.status, stored.park_reason) == ("cancelled", "")
+    assert [e.type for e in runner.journal.history(run_id)][-3:] == [
+        "compensation_scheduled", "compensation_completed", "run_cancelled",
+    ]  # fmt: skip

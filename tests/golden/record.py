@@ -83,6 +83,7 @@ def main() -> int:
     scenario("saga_parallel", lambda r: r.start(g.saga, ["a", "b", "c"], True, True))
     scenario("child_fan_out", lambda r: r.start(g.fan_out, 3))
     scenario("cancellation_cascade", lambda r: r.start(g.cancelled_parent), cancel)
+    scenario("cancel_during_signal_wait", lambda r: r.start(g.cancel_while_waiting), cancel)
     runner = LocalRunner()
     run_id = runner.start(g.chain, 1)
     runner.run_until_idle()

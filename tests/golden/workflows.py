@@ -134,3 +134,14 @@ def patched_before_the_patch(ctx: Any) -> str:
     greeting = ctx.activity(echo, "hello")
     ctx.wait_signal("go")
     return greeting
+
+
+@workflow(name="golden.cancel_while_waiting")
+def cancel_while_waiting(ctx: Any) -> str:
+    ctx.on_rollback(echo, "undo")
+    try:
+        ctx.wait_signal("never")
+    except CancellationRequested:
+        ctx.compensate()
+        raise
+    return "signalled"
