@@ -66,6 +66,7 @@ class LocalRunner:
         clock: FakeClock | None = None,
         config: EngineConfig | None = None,
         lease_seconds: float = 30.0,
+        eager_steps: int = 0,
     ) -> None:
         self.clock = clock or FakeClock()
         self.journal = MemoryJournal(self.clock)
@@ -77,6 +78,7 @@ class LocalRunner:
             lease_seconds=lease_seconds,
             config=config or EngineConfig(),
             registry=registry,
+            eager_steps=eager_steps,
         )
 
     def start(self, workflow: WorkflowDefinition[..., Any] | str, *args: Any, **kwargs: Any) -> str:

@@ -16,6 +16,7 @@ from .journal import (
     ETA_HORIZON_SECONDS,
     ActivityClaim,
     Dispatch,
+    Eager,
     NewRun,
     RunClaim,
     RunStatus,
@@ -320,11 +321,16 @@ class MemoryJournal:
                     self._fire(timer, now, dispatch)
             if run.next_wakeup_at is None or run.next_wakeup_at > now:
                 return None
-            run.lease_token += 1
-            run.lease_owner = owner
-            run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-            run.status = RunStatus.RUNNING
-            return self._snapshot(run, now)
+            return self._lease_run(run, owner, lease_seconds, now)
+
+    def _lease_run(
+        self, run: MemoryRun, owner: str, lease_seconds: float, now: dt.datetime
+    ) -> RunClaim:
+        run.lease_token += 1
+        run.lease_owner = owner
+        run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+        run.status = RunStatus.RUNNING
+        return self._snapshot(run, now)
 
     def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
         with self._lock:
@@ -335,7 +341,7 @@ class MemoryJournal:
             return self._snapshot(run, now)
 
     def commit_activation(
-        self, claim: RunClaim, activation: Activation, lease_seconds: float
+        self, claim: RunClaim, activation: Activation, eager: Eager | None = None
     ) -> Dispatch:
         with self._lock:
             run = self._run(claim.run_id)
@@ -346,7 +352,7 @@ class MemoryJournal:
             dispatch = Dispatch()
             for new in activation.events:
                 event = self._append(run, new, claim.now)
-                self._apply(run, event, now, dispatch)
+                self._apply(run, event, now, dispatch, eager)
             run.status = (
                 activation.outcome
                 if activation.outcome != Outcome.SUSPENDED
@@ -394,7 +400,14 @@ class MemoryJournal:
             )
             self._cancel(successor, reason, False, now, dispatch)
 
-    def _apply(self, run: MemoryRun, event: Event, now: dt.datetime, dispatch: Dispatch) -> None:
+    def _apply(
+        self,
+        run: MemoryRun,
+        event: Event,
+        now: dt.datetime,
+        dispatch: Dispatch,
+        eager: Eager | None = None,
+    ) -> None:
         if event.type in (EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED):
             fields = task_fields(event.payload)
             task = MemoryTask(
@@ -407,7 +420,10 @@ class MemoryJournal:
                 **fields,
             )
             self.tasks[task.id] = task
-            dispatch.activities.append((task.id, task.queue, None))
+            if eager and dispatch.eager_activity is None and task.queue == eager.queue:
+                dispatch.eager_activity = self._lease_task(task, eager.owner, eager.lease_seconds)
+            else:
+                dispatch.activities.append((task.id, task.queue, None))
         elif event.type == EventType.TIMER_SCHEDULED:
             fire_at = dt.datetime.fromisoformat(event.payload["fire_at"])
             timer = MemoryTimer(
@@ -446,14 +462,18 @@ class MemoryJournal:
                 return None
             if task.schedule_deadline is not None and task.schedule_deadline <= now:
                 return None
-            task.status = TaskStatus.RUNNING
-            task.attempt += 1
-            task.lease_token += 1
-            task.lease_owner = owner
-            task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-            task.attempt_deadline = seconds_after(now, task.timeout)
-            task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
-            return self._activity_claim(task)
+            return self._lease_task(task, owner, lease_seconds)
+
+    def _lease_task(self, task: MemoryTask, owner: str, lease_seconds: float) -> ActivityClaim:
+        now = self.clock.now()
+        task.status = TaskStatus.RUNNING
+        task.attempt += 1
+        task.lease_token += 1
+        task.lease_owner = owner
+        task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+        task.attempt_deadline = seconds_after(now, task.timeout)
+        task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
+        return self._activity_claim(task)
 
     def _held_task(self, claim: ActivityClaim, now: dt.datetime) -> MemoryTask:
         task = self.tasks[claim.task_id]
@@ -494,12 +514,18 @@ class MemoryJournal:
         result: Any = None,
         error: dict[str, Any] | None = None,
         retry_delay: float | None = None,
+        eager: Eager | None = None,
     ) -> Dispatch:
         with self._lock:
             now = self.clock.now()
             run = self._run(claim.run_id)
             task = self._held_task(claim, now)
-            return self._end_attempt(run, task, now, result, error, retry_delay)
+            dispatch = self._end_attempt(run, task, now, result, error, retry_delay)
+            free = run.lease_expires_at is None or run.lease_expires_at <= now
+            if eager and (run.id, None) in dispatch.runs and free and not run.park_reason:
+                dispatch.runs.remove((run.id, None))
+                dispatch.eager_run = self._lease_run(run, eager.owner, eager.lease_seconds, now)
+            return dispatch
 
     def _end_attempt(
         self,

@@ -16,7 +16,15 @@ from .context import EngineConfig
 from .definitions import Registry
 from .definitions import registry as default_registry
 from .exceptions import LeaseLost, UnknownActivity, UnknownWorkflow
-from .journal import ActivityClaim, Dispatch, Journal, ParkReason, StaleClaim
+from .journal import (
+    ActivityClaim,
+    Dispatch,
+    Eager,
+    Journal,
+    ParkReason,
+    RunClaim,
+    StaleClaim,
+)
 from .replay import Outcome, advance
 from .retry import error_payload
 
@@ -98,6 +106,10 @@ class Runtime:
     sweep_limit: int = 500
     rng: random.Random = field(default_factory=random.Random)
 
+    # The steps one Celery task may chain in-process (advance, activity, advance, ...) before
+    # it hands the run back to the broker, so that one long run does not hold a worker slot.
+    eager_steps: int = 50
+
     # -- advance -------------------------------------------------------------
 
     def advance_run(self, run_id: str) -> str:
@@ -105,13 +117,48 @@ class Runtime:
         claim = self.journal.claim_run(run_id, self.worker_id, self.lease_seconds)
         if claim is None:
             return "skipped"
+        return self._drive(claim, self.eager_steps)
+
+    def execute_activity(self, task_id: int) -> str:
+        """Run one attempt of an activity task under its lease and record how it ended."""
+        claim = self.journal.claim_activity(task_id, self.worker_id, self.lease_seconds)
+        if claim is None:
+            return "skipped"
+        outcome, dispatch = self._execute(claim, eager=True)
+        if dispatch is not None and dispatch.eager_run is not None:
+            self._drive(dispatch.eager_run, self.eager_steps)
+        return outcome
+
+    def _eager(self, allowed: bool) -> Eager | None:
+        if not allowed:
+            return None
+        return Eager(
+            owner=self.worker_id, queue=self.config.default_queue, lease_seconds=self.lease_seconds
+        )
+
+    def _drive(self, claim: RunClaim, budget: int) -> str:
+        """Advance the run, then keep going in this process while each step hands over the
+        next one already leased (its activity, then the run the activity woke)."""
+        outcome = "skipped"
+        next_claim: RunClaim | None = claim
+        while next_claim is not None:
+            budget -= 1
+            outcome, task = self._advance(next_claim, eager=budget > 0)
+            next_claim = None
+            if task is not None:
+                _, dispatch = self._execute(task, eager=budget > 0)
+                next_claim = dispatch.eager_run if dispatch is not None else None
+        return outcome
+
+    def _advance(self, claim: RunClaim, eager: bool) -> tuple[str, ActivityClaim | None]:
+        run_id = claim.run_id
         try:
             for _ in range(MAX_STALE_RETRIES):
                 try:
                     definition = self.registry.workflow(claim.workflow_name, claim.version)
                 except UnknownWorkflow as exc:
                     self.journal.park_run(claim, ParkReason.UNKNOWN_VERSION, str(exc))
-                    return "parked"
+                    return "parked", None
                 activation = advance(
                     definition,
                     run_id=claim.run_id,
@@ -123,26 +170,23 @@ class Runtime:
                 if activation.outcome == Outcome.DRIFT:
                     logger.error("run %s parked: %s", run_id, activation.drift)
                     self.journal.park_run(claim, ParkReason.DRIFT, activation.drift or "")
-                    return "parked"
+                    return "parked", None
                 try:
-                    dispatch = self.journal.commit_activation(claim, activation, self.lease_seconds)
+                    dispatch = self.journal.commit_activation(claim, activation, self._eager(eager))
                 except StaleClaim:
                     claim = self.journal.refresh_claim(claim, self.lease_seconds)
                     continue
                 self.dispatcher.send(dispatch)
-                return activation.outcome
+                return activation.outcome, dispatch.eager_activity
             raise RuntimeError(f"run {run_id} kept changing under its lease; gave up this time")
         except LeaseLost:
             logger.warning("lost the lease of run %s; another worker carries on", run_id)
-            return "lease_lost"
+            return "lease_lost", None
 
     # -- activities ----------------------------------------------------------
 
-    def execute_activity(self, task_id: int) -> str:
-        """Run one attempt of an activity task under its lease and record how it ended."""
-        claim = self.journal.claim_activity(task_id, self.worker_id, self.lease_seconds)
-        if claim is None:
-            return "skipped"
+    def _execute(self, claim: ActivityClaim, eager: bool) -> tuple[str, Dispatch | None]:
+        """Run the attempt's body under its lease and record how it ended."""
         result: Any = None
         error: dict[str, Any] | None = None
         try:
@@ -171,19 +215,23 @@ class Runtime:
         retry_delay = self._retry_delay(claim, error)
         try:
             dispatch = self.journal.finish_activity(
-                claim, result=result, error=error, retry_delay=retry_delay
+                claim,
+                result=result,
+                error=error,
+                retry_delay=retry_delay,
+                eager=self._eager(eager),
             )
         except LeaseLost:
             logger.warning(
                 "discarded the late outcome of activity task %s attempt %s: its lease was lost",
-                task_id,
+                claim.task_id,
                 claim.attempt,
             )
-            return "lease_lost"
+            return "lease_lost", None
         self.dispatcher.send(dispatch)
         if error is None:
-            return "completed"
-        return "retrying" if retry_delay is not None else "failed"
+            return "completed", dispatch
+        return ("retrying" if retry_delay is not None else "failed"), dispatch
 
     def _retry_delay(self, claim: ActivityClaim, error: dict[str, Any] | None) -> float | None:
         if error is None:

@@ -13,13 +13,13 @@ from ..engine.exceptions import LeaseLost
 from ..engine.journal import (
     ActivityClaim,
     Dispatch,
+    Eager,
     outcome_type,
     seconds_after,
     timeout_error,
 )
-from ..engine.retry import RetryPolicy
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
-from .base import OrmBase
+from .base import LEASED_TASK_FIELDS, OrmBase, activity_claim, lease_task
 
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
@@ -29,21 +29,6 @@ class ActivityJournal(OrmBase):
         tasks = ActivityTask.objects.using(self.using).select_for_update().annotate(db_now=Now())
         task = tasks.filter(pk=task_id).first()
         return task, (task.db_now if task else None)
-
-    @staticmethod
-    def _activity_claim(task: ActivityTask, reason: str = "") -> ActivityClaim:
-        return ActivityClaim(
-            task_id=task.id,
-            run_id=str(task.run_id),
-            command_id=task.command_id,
-            activity=task.activity,
-            args=task.args,
-            kwargs=task.kwargs,
-            attempt=task.attempt,
-            token=task.lease_token,
-            retry=RetryPolicy.from_json(task.retry),
-            timeout_reason=reason,
-        )
 
     def claim_activity(
         self, task_id: int, owner: str, lease_seconds: float
@@ -56,26 +41,9 @@ class ActivityJournal(OrmBase):
                 return None
             if task.schedule_deadline is not None and task.schedule_deadline <= now:
                 return None
-            task.status = TaskStatus.RUNNING
-            task.attempt += 1
-            task.lease_token += 1
-            task.lease_owner = owner
-            task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-            task.attempt_deadline = seconds_after(now, task.timeout)
-            task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
-            task.save(
-                update_fields=[
-                    "status",
-                    "attempt",
-                    "lease_token",
-                    "lease_owner",
-                    "lease_expires_at",
-                    "attempt_deadline",
-                    "heartbeat_deadline",
-                    "updated_at",
-                ]
-            )
-            return self._activity_claim(task)
+            lease_task(task, owner, lease_seconds, now)
+            task.save(update_fields=LEASED_TASK_FIELDS)
+            return activity_claim(task)
 
     @staticmethod
     def _check_task(
@@ -124,12 +92,19 @@ class ActivityJournal(OrmBase):
         result: Any = None,
         error: dict[str, Any] | None = None,
         retry_delay: float | None = None,
+        eager: Eager | None = None,
     ) -> Dispatch:
         with self._atomic():
             run, now = self._lock_run(claim.run_id)
             task, _ = self._lock_task(claim.task_id)
             task = self._check_task(task, claim, now)
-            return self._end_attempt(run, task, now, result, error, retry_delay)
+            dispatch = self._end_attempt(run, task, now, result, error, retry_delay)
+            free = run.lease_expires_at is None or run.lease_expires_at <= now
+            if eager and (str(run.id), None) in dispatch.runs and free and not run.park_reason:
+                # Advance the run right here: this worker takes its lease in this transaction.
+                dispatch.runs.remove((str(run.id), None))
+                dispatch.eager_run = self._lease_run(run, eager.owner, eager.lease_seconds, now)
+            return dispatch
 
     def _end_attempt(
         self,
@@ -209,7 +184,7 @@ class ActivityJournal(OrmBase):
             .filter(running_late | Q(status__in=OPEN_TASKS, schedule_deadline__lte=now))
             .order_by("id")[:limit]
         )
-        return [self._activity_claim(t, self._expiry(t, t.db_now)) for t in tasks]
+        return [activity_claim(t, self._expiry(t, t.db_now)) for t in tasks]
 
     def time_out_activity(self, claim: ActivityClaim, retry_delay: float | None) -> Dispatch:
         with self._atomic():

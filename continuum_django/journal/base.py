@@ -3,18 +3,61 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 
 from django.db import connections, transaction
 from django.db.models.functions import Now
 
+from ..engine.context import BufferedSignal
 from ..engine.events import Event, EventType, NewEvent
 from ..engine.exceptions import LeaseLost, RunNotFound
-from ..engine.journal import Dispatch, NewRun, RunClaim
-from ..models import ActivityTask, TaskStatus, Timer, WorkflowEvent, WorkflowRun
+from ..engine.journal import ActivityClaim, Dispatch, NewRun, RunClaim, seconds_after
+from ..engine.retry import RetryPolicy
+from ..models import (
+    ActivityTask,
+    RunStatus,
+    Signal,
+    TaskStatus,
+    Timer,
+    WorkflowEvent,
+    WorkflowRun,
+)
 
 # Fields a wake-up changes, for save(update_fields=...).
 WAKE_FIELDS = ["revision", "next_wakeup_at", "last_seq", "updated_at"]
 LEASE_FIELDS = ["lease_owner", "lease_expires_at"]
+
+
+def lease_task(task: ActivityTask, owner: str, lease_seconds: float, now: dt.datetime) -> None:
+    """Start the task's next attempt under a fresh lease (the caller saves the row)."""
+    task.status = TaskStatus.RUNNING
+    task.attempt += 1
+    task.lease_token += 1
+    task.lease_owner = owner
+    task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+    task.attempt_deadline = seconds_after(now, task.timeout)
+    task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
+
+
+LEASED_TASK_FIELDS = [
+    "status", "attempt", "lease_token", "lease_owner", "lease_expires_at",
+    "attempt_deadline", "heartbeat_deadline", "updated_at",
+]  # fmt: skip
+
+
+def activity_claim(task: ActivityTask, reason: str = "") -> ActivityClaim:
+    return ActivityClaim(
+        task_id=task.id,
+        run_id=str(task.run_id),
+        command_id=task.command_id,
+        activity=task.activity,
+        args=task.args,
+        kwargs=task.kwargs,
+        attempt=task.attempt,
+        token=task.lease_token,
+        retry=RetryPolicy.from_json(task.retry),
+        timeout_reason=reason,
+    )
 
 
 def to_event(row: WorkflowEvent) -> Event:
@@ -28,8 +71,34 @@ def to_event(row: WorkflowEvent) -> Event:
 
 
 class OrmBase:
+    # Histories kept per worker process: events are append-only, so a cached prefix stays
+    # true and a claim loads only the events after it.
+    HISTORY_CACHE_RUNS = 256
+
     def __init__(self, using: str = "default") -> None:
         self.using = using
+        self._histories: OrderedDict[str, list[Event]] = OrderedDict()
+
+    def _history(self, run_id: str, last_seq: int) -> list[Event]:
+        """The run's events up to ``last_seq``, reading only those this process has not seen."""
+        cached = self._histories.pop(run_id, None)
+        if cached is None or len(cached) > last_seq or (cached and cached[-1].seq != len(cached)):
+            cached = []
+        if len(cached) < last_seq:
+            rows = WorkflowEvent.objects.using(self.using).filter(
+                run__pk=run_id, seq__gt=len(cached)
+            )
+            cached.extend(to_event(row) for row in rows.order_by("seq"))
+        self._histories[run_id] = cached
+        while len(self._histories) > self.HISTORY_CACHE_RUNS:
+            self._histories.popitem(last=False)
+        return cached
+
+    def _remember(self, run_id: str, rows: list[WorkflowEvent]) -> None:
+        """Add events this process just committed to its cached history of the run."""
+        cached = self._histories.get(run_id)
+        if cached is not None and rows and len(cached) + 1 == rows[0].seq:
+            cached.extend(to_event(row) for row in rows)
 
     def _atomic(self) -> transaction.Atomic:
         return transaction.atomic(using=self.using)
@@ -123,6 +192,34 @@ class OrmBase:
         )
         dispatch.runs.append((str(run.id), None))
         return run
+
+    def _lease_run(
+        self, run: WorkflowRun, owner: str, lease_seconds: float, now: dt.datetime
+    ) -> RunClaim:
+        run.lease_token += 1
+        run.lease_owner = owner
+        run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+        run.status = RunStatus.RUNNING
+        claimed = ["lease_token", "status", "last_seq", "revision", "next_wakeup_at"]
+        run.save(update_fields=[*claimed, *LEASE_FIELDS, "updated_at"])
+        return self._claim_of(run, now)
+
+    def _claim_of(self, run: WorkflowRun, now: dt.datetime) -> RunClaim:
+        signals = Signal.objects.using(self.using).filter(run_id=run.id, consumed_by__isnull=True)
+        return RunClaim(
+            run_id=str(run.id),
+            token=run.lease_token,
+            revision=run.revision,
+            parent_run_id=str(run.parent_run_id) if run.parent_run_id else None,
+            workflow_name=run.workflow_name,
+            version=run.workflow_version,
+            history=self._history(str(run.id), run.last_seq),
+            mailbox=[
+                BufferedSignal(id=s.id, name=s.name, payload=s.payload)
+                for s in signals.order_by("id")
+            ],
+            now=now,
+        )
 
     def on_thread_exit(self) -> None:
         connections[self.using].close()

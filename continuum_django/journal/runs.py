@@ -14,6 +14,7 @@ from ..engine.exceptions import RunNotActive, RunNotFound
 from ..engine.journal import (
     ETA_HORIZON_SECONDS,
     Dispatch,
+    Eager,
     NewRun,
     RunClaim,
     StaleClaim,
@@ -34,7 +35,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .base import LEASE_FIELDS, OrmBase, to_event
+from .base import LEASE_FIELDS, OrmBase, activity_claim, lease_task, to_event
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
@@ -86,33 +87,7 @@ class RunJournal(OrmBase):
                 run.next_wakeup_at = now
             if run.next_wakeup_at is None or run.next_wakeup_at > now:
                 return None
-            run.lease_token += 1
-            run.lease_owner = owner
-            run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-            run.status = RunStatus.RUNNING
-            claimed = ["lease_token", "status", "last_seq", "revision", "next_wakeup_at"]
-            run.save(update_fields=[*claimed, *LEASE_FIELDS, "updated_at"])
-            return self._claim_of(run, now)
-
-    def _claim_of(self, run: WorkflowRun, now: dt.datetime) -> RunClaim:
-        events = WorkflowEvent.objects.using(self.using).filter(run_id=run.id).order_by("seq")
-        signals = Signal.objects.using(self.using).filter(run_id=run.id, consumed_by__isnull=True)
-        from ..engine.context import BufferedSignal
-
-        return RunClaim(
-            run_id=str(run.id),
-            token=run.lease_token,
-            revision=run.revision,
-            parent_run_id=str(run.parent_run_id) if run.parent_run_id else None,
-            workflow_name=run.workflow_name,
-            version=run.workflow_version,
-            history=[to_event(row) for row in events],
-            mailbox=[
-                BufferedSignal(id=s.id, name=s.name, payload=s.payload)
-                for s in signals.order_by("id")
-            ],
-            now=now,
-        )
+            return self._lease_run(run, owner, lease_seconds, now)
 
     def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
         with self._atomic():
@@ -123,7 +98,7 @@ class RunJournal(OrmBase):
             return self._claim_of(run, now)
 
     def commit_activation(
-        self, claim: RunClaim, activation: Activation, lease_seconds: float
+        self, claim: RunClaim, activation: Activation, eager: Eager | None = None
     ) -> Dispatch:
         dispatch = Dispatch()
         with self._atomic():
@@ -135,7 +110,7 @@ class RunJournal(OrmBase):
                 raise StaleClaim(claim.run_id)
             # The activation's events carry the time its code saw (ctx times derive from it).
             rows = self._append(run, activation.events, claim.now)
-            self._schedule(run, rows, now, dispatch)
+            self._schedule(run, rows, now, dispatch, eager)
             run.status = (
                 RunStatus.SUSPENDED
                 if activation.outcome == Outcome.SUSPENDED
@@ -153,10 +128,19 @@ class RunJournal(OrmBase):
                 self._end(run, activation.result, activation.error, now, dispatch)
             elif run.status == RunStatus.CONTINUED:
                 self._continue(run, to_event(rows[-1]), now, dispatch)
+        if run.status in TERMINAL:
+            self._histories.pop(claim.run_id, None)
+        else:
+            self._remember(claim.run_id, rows)
         return dispatch
 
     def _schedule(
-        self, run: WorkflowRun, rows: list[WorkflowEvent], now: dt.datetime, dispatch: Dispatch
+        self,
+        run: WorkflowRun,
+        rows: list[WorkflowEvent],
+        now: dt.datetime,
+        dispatch: Dispatch,
+        eager: Eager | None = None,
     ) -> None:
         """Create the tasks, timers and child runs that the activation's commands ask for."""
         tasks: list[ActivityTask] = []
@@ -189,9 +173,14 @@ class RunJournal(OrmBase):
                 Timer.objects.using(self.using).filter(
                     run_id=run.id, command_id=row.command_id, fired=False
                 ).update(cancelled=True)
+        leased = next((t for t in tasks if eager and t.queue == eager.queue), None)
+        if leased is not None and eager is not None:
+            lease_task(leased, eager.owner, eager.lease_seconds, now)
         if tasks:
             ActivityTask.objects.using(self.using).bulk_create(tasks)
-            dispatch.activities.extend((t.id, t.queue, None) for t in tasks)
+            dispatch.activities.extend((t.id, t.queue, None) for t in tasks if t is not leased)
+        if leased is not None:
+            dispatch.eager_activity = activity_claim(leased)
         if timers:
             Timer.objects.using(self.using).bulk_create(timers)
 

@@ -40,9 +40,15 @@ class Harness:
         self.sent = Collector()
         self.runtime = self.make_runtime("worker-a")
 
-    def make_runtime(self, worker_id: str) -> Runtime:
+    def make_runtime(self, worker_id: str, eager_steps: int = 0) -> Runtime:
+        """A runtime that sends every hint as a message (tests deliver them one by one),
+        or with ``eager_steps`` chains steps in-process as workers do."""
         return Runtime(
-            journal=self.journal, dispatcher=self.sent, worker_id=worker_id, lease_seconds=LEASE
+            journal=self.journal,
+            dispatcher=self.sent,
+            worker_id=worker_id,
+            lease_seconds=LEASE,
+            eager_steps=eager_steps,
         )
 
     def start(self, workflow: WorkflowDefinition[..., Any], *args: Any, **options: Any) -> str:

@@ -122,12 +122,12 @@ def test_stale_writer_gets_lease_lost_and_changes_nothing(harness: Harness) -> N
 
     before = harness.journal.history(run_id)
     with pytest.raises(LeaseLost):
-        harness.journal.commit_activation(stale, activation, LEASE)
+        harness.journal.commit_activation(stale, activation)
     with pytest.raises(LeaseLost):
         harness.journal.park_run(stale, "drift", "stale")
     assert harness.journal.history(run_id) == before
     assert harness.run(run_id)["park_reason"] == ""
-    harness.journal.commit_activation(fresh, activation, LEASE)
+    harness.journal.commit_activation(fresh, activation)
     assert harness.types(run_id) == ["run_started", "activity_scheduled"]
 
 
@@ -165,14 +165,14 @@ def test_wake_during_an_advance_is_not_lost(harness: Harness) -> None:
     harness.journal.deliver_signal(run_id, "go", "during", None)
     assert harness.journal.claim_run(run_id, "worker-b", LEASE) is None
     with pytest.raises(StaleClaim):
-        harness.journal.commit_activation(claim, activation, LEASE)
+        harness.journal.commit_activation(claim, activation)
 
     # The runtime's answer to StaleClaim: reload under the same lease and decide again.
     claim = harness.journal.refresh_claim(claim, LEASE)
     activation = advance(
         wf.waiter, run_id=run_id, history=claim.history, mailbox=claim.mailbox, now=claim.now
     )
-    harness.journal.commit_activation(claim, activation, LEASE)
+    harness.journal.commit_activation(claim, activation)
     assert harness.run(run_id)["result"] == "during"
 
 
@@ -265,3 +265,47 @@ def test_timer_wakes_the_run(harness: Harness) -> None:
     assert harness.types(run_id) == [
         "run_started", "timer_scheduled", "timer_fired", "run_completed",
     ]  # fmt: skip
+
+
+def test_eager_steps_chain_a_run_in_process_with_the_same_history(harness: Harness) -> None:
+    eager = harness.make_runtime("worker-e", eager_steps=50)
+    run_id = harness.start(wf.three_steps, 4)
+    assert eager.advance_run(harness.sent.runs.pop()) == "completed"
+    assert harness.sent.runs == [] and harness.sent.activities == []  # no message needed
+    assert harness.run(run_id)["result"] == {"value": 10, "text": "value is 10"}
+    assert harness.types(run_id) == [
+        "run_started",
+        "activity_scheduled", "activity_completed",
+        "activity_scheduled", "activity_completed",
+        "activity_scheduled", "activity_completed",
+        "run_completed",
+    ]  # fmt: skip
+
+
+def test_eager_budget_hands_the_run_back_to_the_broker(harness: Harness) -> None:
+    eager = harness.make_runtime("worker-e", eager_steps=2)
+    run_id = harness.start(wf.three_steps, 4)
+    eager.advance_run(harness.sent.runs.pop())
+    assert harness.run(run_id)["status"] != "completed"
+    assert harness.sent.runs or harness.sent.activities  # the rest goes through messages
+    harness.drain()
+    assert harness.run(run_id)["status"] == "completed"
+
+
+def test_eager_activity_lease_is_fenced_like_any_other(harness: Harness) -> None:
+    from continuum_django.engine.journal import Eager
+
+    run_id = harness.start(wf.three_steps, 1)
+    claim = harness.journal.claim_run(harness.sent.runs.pop(), "worker-a", LEASE)
+    assert claim is not None
+    activation = advance(wf.three_steps, run_id=run_id, history=claim.history, now=claim.now)
+    dispatch = harness.journal.commit_activation(
+        claim, activation, Eager(owner="worker-a", queue="continuum", lease_seconds=LEASE)
+    )
+    task = dispatch.eager_activity
+    assert task is not None and task.attempt == 1 and dispatch.activities == []
+    assert harness.journal.claim_activity(task.task_id, "worker-b", LEASE) is None
+    harness.expire_task_leases(run_id)
+    harness.runtime.sweep()
+    with pytest.raises(LeaseLost):
+        harness.journal.finish_activity(task, result=2)
