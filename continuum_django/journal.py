@@ -22,8 +22,10 @@ from .engine.journal import (
     ActivityClaim,
     Dispatch,
     NewRun,
+    ParkReason,
     RunClaim,
     StaleClaim,
+    VersionKeys,
     seconds_after,
     task_fields,
     timeout_error,
@@ -359,6 +361,25 @@ class OrmJournal:
                     "updated_at",
                 ]
             )
+
+    def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
+        dispatch = Dispatch()
+        runs = WorkflowRun.objects.using(self.using).live()
+        runs = runs.filter(park_reason=ParkReason.UNKNOWN_VERSION)
+        if keys is not None:
+            wanted = Q(pk__in=[])
+            for name, version in keys:
+                wanted |= Q(workflow_name=name) & (
+                    Q() if version is None else Q(workflow_version=version)
+                )
+            runs = runs.filter(wanted)
+        with self._atomic():
+            for run in runs.select_for_update(skip_locked=True).annotate(db_now=Now()):
+                run.park_reason = ""
+                run.park_detail = f"{note}; before that: {run.park_detail}"
+                fields = self._wake(run, run.db_now, dispatch)  # type: ignore[attr-defined,unused-ignore]
+                run.save(update_fields=[*fields, "park_reason", "park_detail"])
+        return dispatch
 
     # -- activities ----------------------------------------------------------
 

@@ -17,10 +17,13 @@ from .journal import (
     ActivityClaim,
     Dispatch,
     NewRun,
+    ParkReason,
     RunClaim,
     RunStatus,
     StaleClaim,
     TaskStatus,
+    VersionKeys,
+    on_versions,
     seconds_after,
     task_fields,
     timeout_error,
@@ -326,6 +329,21 @@ class MemoryJournal:
             run.park_detail = detail
             run.lease_owner = ""
             run.lease_expires_at = None
+
+    def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            dispatch = Dispatch()
+            for run in self.runs.values():
+                if (
+                    run.park_reason == ParkReason.UNKNOWN_VERSION
+                    and run.status not in RunStatus.TERMINAL
+                    and on_versions(run.workflow_name, run.version, keys)
+                ):
+                    run.park_reason = ""
+                    run.park_detail = f"{note}; before that: {run.park_detail}"
+                    self._wake(run, now, dispatch)
+            return dispatch
 
     # -- activities ----------------------------------------------------------
 

@@ -199,3 +199,8 @@ def pausing_step(marker_dir: str, seconds: float) -> str:
 @workflow(name="tests.pausing")
 def pausing(ctx: Any, marker_dir: str, seconds: float) -> list[str]:
     return [ctx.activity(pausing_step, marker_dir, seconds), ctx.activity(step_a)]
+
+
+# The versioning tests' workflows live in their own module; registering them here lets
+# every worker process carry them.
+from . import versioned  # noqa: E402, F401
