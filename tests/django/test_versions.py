@@ -203,3 +203,19 @@ def test_replay_check_skips_versions_the_code_lacks_and_honours_filters() -> Non
     assert [(s["workflow"], s["version"]) for s in report.skipped] == [("tests.versioned", 7)]
     assert versions.replay_check("tests.evolving", 2, registry=registry).checked == 2
     assert versions.replay_check("tests.versioned", registry=registry).skipped
+
+
+def test_release_command_makes_parked_runs_claimable_again() -> None:
+    harness = OrmHarness()
+    run_id = parked_run(harness)
+    assert harness.journal.claim_run(run_id, "w", 30) is None
+    out = StringIO()
+    call_command(
+        "continuum_versions",
+        "release",
+        *("--workflow", "tests.versioned", "--version", "1", "--format", "json"),
+        stdout=out,
+    )
+    assert json.loads(out.getvalue()) == {"released": [run_id]}
+    assert WorkflowRun.objects.get(pk=run_id).park_detail.startswith("released by the command")
+    assert harness.journal.claim_run(run_id, "w", 30) is not None
