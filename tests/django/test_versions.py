@@ -217,5 +217,7 @@ def test_release_command_makes_parked_runs_claimable_again() -> None:
         stdout=out,
     )
     assert json.loads(out.getvalue()) == {"released": [run_id]}
-    assert WorkflowRun.objects.get(pk=run_id).park_detail.startswith("released by the command")
+    assert WorkflowRun.objects.get(pk=run_id).park_detail.startswith(
+        "released by continuum_versions release;"
+    )
     assert harness.journal.claim_run(run_id, "w", 30) is not None

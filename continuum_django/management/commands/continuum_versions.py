@@ -83,7 +83,9 @@ class Command(BaseCommand):
         else:
             if options["version"] is not None and options["workflow"] is None:
                 raise CommandError("--version needs --workflow", returncode=2)
-            released = versions.release(options["workflow"], options["version"], by="the command")
+            released = versions.release(
+                options["workflow"], options["version"], by="continuum_versions release"
+            )
             text = f"released {len(released)} parked run(s)" + "".join(
                 f"\n  {run_id}" for run_id in released
             )
