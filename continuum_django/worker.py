@@ -114,6 +114,8 @@ def _consume_own_queue(sender: str, instance: Any, **kwargs: Any) -> None:
 
 @worker_ready.connect
 def _register_versions(sender: Any, **kwargs: Any) -> None:
+    if _keeper:  # the consumer restarted (a lost broker connection): the keeper still runs
+        return
     keeper = VersionKeeper(sender.hostname, float(app_settings().REDISPATCH_AFTER))
     keeper.beat()  # before the worker reports ready
     keeper.start()
