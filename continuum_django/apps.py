@@ -1,4 +1,4 @@
-"""The app config: loads workflow modules and adds the sweep to Celery beat."""
+"""The app config: loads workflow modules, hooks into Celery workers, adds the sweep to beat."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ class ContinuumConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            worker,  # noqa: F401 - connects the Celery worker hooks (versions)
+        )
         from .conf import app_settings
 
         conf = app_settings()

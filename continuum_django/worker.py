@@ -1,17 +1,23 @@
-"""Wiring for Celery: the dispatcher that turns a `Dispatch` into messages, and the runtime."""
+"""Wiring for Celery: the dispatcher, the runtime, and the worker hooks that register versions."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from functools import cache
+from typing import Any
 
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from django.core.signals import setting_changed
-from django.db import transaction
+from django.db import connections, transaction
 from django.dispatch import receiver
 
 from .conf import app_settings
 from .engine.journal import Dispatch
 from .engine.runtime import Runtime
 from .journal import OrmJournal
+
+logger = logging.getLogger("continuum")
 
 
 class CeleryDispatcher:
@@ -55,3 +61,68 @@ def runtime() -> Runtime:
 def _reset(setting: str, **kwargs: object) -> None:
     if setting == "CONTINUUM":
         runtime.cache_clear()
+
+
+# -- the worker's versions ------------------------------------------------------
+
+
+def own_queue(nodename: str) -> str:
+    """The queue only this worker consumes: runs it resumes from a park are sent there."""
+    return f"continuum.worker.{nodename}"
+
+
+class VersionKeeper(threading.Thread):
+    """Keeps a worker's versions registered and resumes runs parked on them.
+
+    It beats once at start-up and then every ``REDISPATCH_AFTER`` seconds, so a run
+    parked by a worker that lacks its version waits at most that long for a worker
+    that has it, even one that started before the run was parked.
+    """
+
+    def __init__(self, nodename: str, interval: float) -> None:
+        super().__init__(name="continuum-versions", daemon=True)
+        self.nodename = nodename
+        self.interval = interval
+        self._stopping = threading.Event()
+
+    def beat(self) -> None:
+        from .versions import register_worker
+
+        try:
+            register_worker(self.nodename, queue=own_queue(self.nodename))
+        except Exception:
+            logger.exception("registering the workflow versions of worker %s", self.nodename)
+        finally:
+            # No connection is left open in the worker's main process for its pool to inherit.
+            connections[app_settings().DATABASE].close()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+_keeper: list[VersionKeeper] = []
+
+
+@celeryd_after_setup.connect
+def _consume_own_queue(sender: str, instance: Any, **kwargs: Any) -> None:
+    instance.app.amqp.queues.select_add(own_queue(sender))
+
+
+@worker_ready.connect
+def _register_versions(sender: Any, **kwargs: Any) -> None:
+    if _keeper:  # the consumer restarted (a lost broker connection): the keeper still runs
+        return
+    keeper = VersionKeeper(sender.hostname, float(app_settings().REDISPATCH_AFTER))
+    keeper.beat()  # before the worker reports ready
+    keeper.start()
+    _keeper.append(keeper)
+
+
+@worker_shutdown.connect
+def _stop_keeper(**kwargs: Any) -> None:
+    while _keeper:
+        _keeper.pop().stop()

@@ -63,6 +63,8 @@ class EngineConfig:
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     default_queue: str = "continuum"
     max_payload_bytes: int | None = 1024 * 1024
+    # Replay checks stop where the history ends instead of running side effects for real.
+    replay_only: bool = False
 
 
 class Handle:
@@ -434,6 +436,8 @@ class WorkflowContext:
         command_id, recorded = self._command(kind, name)
         if recorded is not None:
             return codec.decode(recorded.payload["value"])  # type: ignore[no-any-return,unused-ignore]
+        if self._config.replay_only:
+            self._suspend(f"{command_id} (past the end of the history)")
         value = codec.encode(fn(), what=f"{kind} value", max_bytes=self._config.max_payload_bytes)
         self._emit(EventType.SIDE_EFFECT, command_id, {"value": value})
         return codec.decode(value)  # type: ignore[no-any-return,unused-ignore]

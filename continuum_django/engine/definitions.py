@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import inspect
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -19,6 +19,7 @@ from .exceptions import (
     UnknownWorkflow,
     WorkflowUsageError,
 )
+from .lint import RULE_IDS, LintFinding, lint_workflow
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -49,11 +50,18 @@ def to_seconds(value: Duration | None, *, what: str = "duration") -> float | Non
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
-    """A hash of a function's code that ignores formatting, comments and docstrings."""
+    """A hash of a function's code that ignores formatting, comments and docstrings.
+
+    The decorators and the function's own name are left out too: renaming the Python
+    function of a workflow registered with ``name=`` does not change its code.
+    """
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError):
         return hashlib.sha256(fn.__code__.co_code).hexdigest()[:16]
+    for top in tree.body[:1]:
+        if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef):
+            top.name = ""
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -125,6 +133,8 @@ class WorkflowDefinition(Generic[P, R]):
     version: int = 1
     version_hash: str = ""
     signals: dict[str, Any] | None = None
+    # Determinism findings not waived, recorded at registration; Django's checks report them.
+    lint_findings: tuple[LintFinding, ...] = ()
 
     def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(ctx, *args, **kwargs)
@@ -265,7 +275,11 @@ registry = Registry()
 def workflow(fn: Callable[Concatenate[WorkflowContext, P], R], /) -> WorkflowDefinition[P, R]: ...
 @overload
 def workflow(
-    *, name: str | None = None, version: int = 1, signals: dict[str, Any] | None = None
+    *,
+    name: str | None = None,
+    version: int = 1,
+    signals: dict[str, Any] | None = None,
+    waive: bool | Iterable[str] = (),
 ) -> Callable[[Callable[Concatenate[WorkflowContext, P], R]], WorkflowDefinition[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
@@ -274,10 +288,18 @@ def workflow(
     name: str | None = None,
     version: int = 1,
     signals: dict[str, Any] | None = None,
+    waive: bool | Iterable[str] = (),
 ) -> Any:
-    """Register a workflow function ``fn(ctx, *args, **kwargs)``; usable bare or with options."""
+    """Register a workflow function ``fn(ctx, *args, **kwargs)``; usable bare or with options.
+
+    ``version`` makes ``(name, version)`` the run's durable identity: several versions of
+    one name may be registered side by side, and new runs start on the newest. ``waive``
+    silences the determinism lint for this function: ``True`` for every rule, or rule ids
+    such as ``("time.time", "orm")``.
+    """
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise RegistrationError(f"workflow version must be a positive int, not {version!r}")
+    waived = _waived_rules(waive)
 
     for signal, rule in (signals or {}).items():
         if not (rule is None or callable(rule) or _is_types(rule)):
@@ -293,11 +315,28 @@ def workflow(
             version=version,
             version_hash=source_hash(fn),
             signals=signals,
+            lint_findings=tuple(f for f in lint_workflow(fn) if f.rule not in waived),
         )
         registry.add_workflow(definition)
         return definition
 
     return register(fn) if fn is not None else register
+
+
+def _waived_rules(waive: bool | Iterable[str]) -> frozenset[str]:
+    if waive is True:
+        return RULE_IDS
+    if waive is False:
+        return frozenset()
+    if isinstance(waive, str):
+        waive = (waive,)
+    waived = frozenset(waive)
+    unknown = sorted(waived - RULE_IDS)
+    if unknown:
+        raise RegistrationError(
+            f"waive= names unknown lint rules {unknown}; known: {', '.join(sorted(RULE_IDS))}"
+        )
+    return waived
 
 
 @overload

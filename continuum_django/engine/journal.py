@@ -7,6 +7,7 @@ Two implementations keep to it: `memory.MemoryJournal` and the Django ORM journa
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -185,6 +186,15 @@ def child_outcome(run_id: str, status: str, result: Any, error: Any) -> tuple[st
     return EventType.CHILD_CANCELLED, {"run_id": run_id}
 
 
+# ``(workflow name, version)`` pairs; a version of None stands for every version of the name.
+VersionKeys = Collection[tuple[str, int | None]]
+
+
+def on_versions(name: str, version: int, keys: VersionKeys | None) -> bool:
+    """Whether a run of ``name`` at ``version`` is one of ``keys`` (None: any run)."""
+    return keys is None or any(k == name and v in (None, version) for k, v in keys)
+
+
 class Journal(Protocol):
     """Durable state of runs. Every write locks the run, checks the writer's lease, then writes."""
 
@@ -210,6 +220,12 @@ class Journal(Protocol):
 
     def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
         """Leave the run suspended with a park reason, and release the lease."""
+        ...
+
+    def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
+        """Unpark the live runs parked as ``unknown_version`` on one of ``keys`` (every one
+        when None): clear the reason, record ``note`` in the detail, and wake them. Runs
+        another releaser holds locked are left to it."""
         ...
 
     def claim_activity(

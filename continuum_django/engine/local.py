@@ -11,7 +11,7 @@ from typing import Any
 from . import codec
 from .clock import FakeClock
 from .context import EngineConfig
-from .definitions import WorkflowDefinition, registry
+from .definitions import Registry, WorkflowDefinition, registry
 from .journal import Dispatch, NewRun
 from .memory import MemoryJournal
 from .runtime import Runtime
@@ -67,6 +67,7 @@ class LocalRunner:
         config: EngineConfig | None = None,
         lease_seconds: float = 30.0,
         eager_steps: int = 0,
+        registry: Registry = registry,
     ) -> None:
         self.clock = clock or FakeClock()
         self.journal = MemoryJournal(self.clock)
@@ -82,7 +83,8 @@ class LocalRunner:
         )
 
     def start(self, workflow: WorkflowDefinition[..., Any] | str, *args: Any, **kwargs: Any) -> str:
-        definition = registry.workflow(workflow) if isinstance(workflow, str) else workflow
+        names = self.runtime.registry
+        definition = names.workflow(workflow) if isinstance(workflow, str) else workflow
         run_id, _, dispatch = self.journal.create_run(new_run(definition, args, kwargs))
         self.dispatcher.send(dispatch)
         return run_id

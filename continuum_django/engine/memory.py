@@ -18,12 +18,15 @@ from .journal import (
     Dispatch,
     Eager,
     NewRun,
+    ParkReason,
     RunClaim,
     RunStatus,
     StaleClaim,
     TaskStatus,
+    VersionKeys,
     child_outcome,
     child_run,
+    on_versions,
     outcome_type,
     seconds_after,
     successor_run,
@@ -449,6 +452,21 @@ class MemoryJournal:
             run.park_detail = detail
             run.lease_owner = ""
             run.lease_expires_at = None
+
+    def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            dispatch = Dispatch()
+            for run in self.runs.values():
+                if (
+                    run.park_reason == ParkReason.UNKNOWN_VERSION
+                    and run.status not in RunStatus.TERMINAL
+                    and on_versions(run.workflow_name, run.version, keys)
+                ):
+                    run.park_reason = ""
+                    run.park_detail = f"{note}; before that: {run.park_detail}"
+                    self._wake(run, now, dispatch)
+            return dispatch
 
     # -- activities ----------------------------------------------------------
 

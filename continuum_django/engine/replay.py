@@ -44,6 +44,9 @@ class Activation:
     error: dict[str, Any] | None = None
     attributes: dict[str, Any] | None = None
     drift: str | None = None
+    # Where replay diverged: position, recorded command id, issued command id (None when
+    # the code ended or waited before reaching it), and the recorded event's seq.
+    drift_command: dict[str, Any] | None = None
     waiting_for: str | None = None
 
 
@@ -93,7 +96,14 @@ def advance(
         in_workflow.reset(token)
 
     if ctx.drift is not None:
-        return Activation(outcome=Outcome.DRIFT, drift=str(ctx.drift))
+        expected = getattr(ctx.drift, "expected", None)
+        point = {
+            "position": getattr(ctx.drift, "position", None),
+            "recorded": expected,
+            "issued": getattr(ctx.drift, "actual", None),
+            "seq": next((e.seq for e in history if expected and e.command_id == expected), None),
+        }
+        return Activation(outcome=Outcome.DRIFT, drift=str(ctx.drift), drift_command=point)
     if ctx.suspended_at is not None and outcome != Outcome.SUSPENDED:
         # The code caught the suspension (bare except) and went on: fail loudly.
         outcome, error = (
@@ -111,6 +121,7 @@ def advance(
             outcome=Outcome.DRIFT,
             drift=f"replay drift: the workflow {outcome} without issuing the recorded command "
             f"{first.command_id!r} ({first.type} at seq {first.seq})",
+            drift_command=_unreached(first),
         )
     if outcome == Outcome.SUSPENDED and ctx.unmatched_commands:
         first = ctx.unmatched_commands[0]
@@ -118,6 +129,7 @@ def advance(
             outcome=Outcome.DRIFT,
             drift=f"replay drift: the workflow waits at {ctx.suspended_at} before reaching the "
             f"recorded command {first.command_id!r} ({first.type} at seq {first.seq})",
+            drift_command=_unreached(first),
         )
     if outcome in (Outcome.COMPLETED, Outcome.CONTINUED) and ctx.cancel_delivered:
         outcome = Outcome.CANCELLED
@@ -175,6 +187,16 @@ def _successor(
         "version_hash": newest.version_hash,
         "input": input,
         "seed": next_id.int >> 66,
+    }
+
+
+def _unreached(recorded: Event) -> dict[str, Any]:
+    position = int(recorded.command_id.split(":", 1)[0])
+    return {
+        "position": position,
+        "recorded": recorded.command_id,
+        "issued": None,
+        "seq": recorded.seq,
     }
 
 

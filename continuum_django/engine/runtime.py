@@ -24,6 +24,7 @@ from .journal import (
     ParkReason,
     RunClaim,
     StaleClaim,
+    VersionKeys,
 )
 from .replay import Outcome, advance
 from .retry import error_payload
@@ -156,8 +157,10 @@ class Runtime:
             for _ in range(MAX_STALE_RETRIES):
                 try:
                     definition = self.registry.workflow(claim.workflow_name, claim.version)
-                except UnknownWorkflow as exc:
-                    self.journal.park_run(claim, ParkReason.UNKNOWN_VERSION, str(exc))
+                except UnknownWorkflow:
+                    detail = self._missing_version(claim.workflow_name, claim.version)
+                    logger.warning("run %s parked: %s", run_id, detail)
+                    self.journal.park_run(claim, ParkReason.UNKNOWN_VERSION, detail)
                     return "parked", None
                 activation = advance(
                     definition,
@@ -182,6 +185,20 @@ class Runtime:
         except LeaseLost:
             logger.warning("lost the lease of run %s; another worker carries on", run_id)
             return "lease_lost", None
+
+    def _missing_version(self, name: str, version: int) -> str:
+        carried = sorted(v for n, v in self.registry.workflows if n == name)
+        has = f"only version {', '.join(map(str, carried))}" if carried else "no version of it"
+        return (
+            f"worker {self.worker_id} has no {name} version {version} ({has}); it released "
+            "the run for a worker that has it"
+        )
+
+    def release_parked(self, keys: VersionKeys | None, note: str) -> list[str]:
+        """Unpark runs parked on a version (see `Journal.release_parked`) and wake them."""
+        dispatch = self.journal.release_parked(keys, note)
+        self.dispatcher.send(dispatch)
+        return [run_id for run_id, _ in dispatch.runs]
 
     # -- activities ----------------------------------------------------------
 

@@ -16,8 +16,10 @@ from ..engine.journal import (
     Dispatch,
     Eager,
     NewRun,
+    ParkReason,
     RunClaim,
     StaleClaim,
+    VersionKeys,
     child_outcome,
     child_run,
     seconds_after,
@@ -272,6 +274,24 @@ class RunJournal(OrmBase):
             run.lease_owner = ""
             run.lease_expires_at = None
             run.save(update_fields=["status", "park_reason", "park_detail", *LEASE_FIELDS])
+
+    def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
+        dispatch = Dispatch()
+        runs = self._runs().live().filter(park_reason=ParkReason.UNKNOWN_VERSION)
+        if keys is not None:
+            wanted = Q(pk__in=[])
+            for name, version in keys:
+                wanted |= Q(workflow_name=name) & (
+                    Q() if version is None else Q(workflow_version=version)
+                )
+            runs = runs.filter(wanted)
+        with self._atomic():
+            for run in runs.select_for_update(skip_locked=True).annotate(db_now=Now()):
+                run.park_reason = ""
+                run.park_detail = f"{note}; before that: {run.park_detail}"
+                fields = self._wake(run, run.db_now, dispatch)
+                run.save(update_fields=[*fields, "park_reason", "park_detail"])
+        return dispatch
 
     # -- client-side writes --------------------------------------------------
 

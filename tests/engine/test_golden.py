@@ -24,7 +24,17 @@ LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 def load(path: Path) -> tuple[dict[str, Any], list[Event]]:
     document = json.loads(path.read_text())
+    # Child and successor run ids derive from the run's id: files that have none use this.
+    document.setdefault("run_id", "00000000-0000-4000-8000-000000000000")
     return document, [Event.from_json(e) for e in document["events"]]
+
+
+def comparable(event: Any) -> tuple[str, Any]:
+    """An end event without the version hash, which changes with every compatible edit."""
+    payload = event.payload
+    if isinstance(payload, dict):
+        payload = {k: v for k, v in payload.items() if k != "version_hash"}
+    return str(event.type), payload
 
 
 def test_the_golden_set_is_complete() -> None:
@@ -49,7 +59,7 @@ def test_golden_history_replays_to_the_same_end(path: Path) -> None:
     assert activation.outcome == document["outcome"]["status"]
     assert activation.result == document["outcome"]["result"]
     # Every recorded command was matched, and the only new event is the recorded end.
-    assert [(e.type, e.payload) for e in activation.events] == [(end.type, end.payload)]
+    assert [comparable(e) for e in activation.events] == [comparable(end)]
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])

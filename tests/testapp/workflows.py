@@ -338,3 +338,8 @@ else:
         greeting = ctx.activity(step_c) if ctx.patched("use-step-c") else ctx.activity(step_a)
         ctx.wait_signal("go")
         return greeting
+
+
+# The versioning tests' workflows live in their own module; registering them here lets
+# every worker process carry them.
+from . import versioned  # noqa: E402, F401

@@ -1,0 +1,142 @@
+"""``manage.py continuum_versions``: the deploy gate and release tool for workflow versions.
+
+Exit codes: 0 when all is well; 1 when ``check --strict`` finds a version live runs
+need missing from this code, or ``replay-check`` finds a run that would drift; 2 for a
+usage error. ``--format json`` writes one JSON document to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser, ArgumentTypeError, RawDescriptionHelpFormatter
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from continuum_django import versions
+
+HELP = {
+    "list": "versions known: in this code, registered by workers, used by live runs",
+    "check": "deploy gate: does this code have every version that live runs need?",
+    "replay-check": "replay live runs' histories through this code and report drift; "
+    "writes nothing",
+    "release": "release runs parked on a version so that workers that have it resume them",
+}
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ArgumentTypeError(f"must be a positive integer, not {value}")
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Workflow versions and deploys. Actions: "
+        + "; ".join(f"{name}: {text}" for name, text in HELP.items())
+        + ". Exit status: 0 all is well; 1 check --strict found a missing version, or "
+        "replay-check found drift; 2 usage error. See 'continuum_versions ACTION --help'."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        for name, text in HELP.items():
+            sub = actions.add_parser(
+                name, help=text, description=text, formatter_class=RawDescriptionHelpFormatter
+            )
+            sub.add_argument(
+                "--format", choices=["text", "json"], default="text", help="output format"
+            )
+            if name == "check":
+                sub.add_argument(
+                    "--strict",
+                    action="store_true",
+                    help="exit with status 1 when a version live runs need is missing",
+                )
+            if name in ("replay-check", "release"):
+                sub.add_argument("--workflow", help="only runs of this workflow name")
+            if name == "replay-check":
+                sub.add_argument(
+                    "--limit", type=_positive, help="check at most N runs, oldest first"
+                )
+            if name == "release":
+                sub.add_argument(
+                    "--version", type=_positive, help="only runs of this version (needs --workflow)"
+                )
+
+    def handle(self, *args: Any, action: str, format: str, **options: Any) -> None:
+        if action == "list":
+            found = versions.known_versions()
+            self._out(format, {"versions": [v.to_json() for v in found]}, _list_text(found))
+        elif action == "check":
+            check = versions.check_deploy()
+            self._out(format, check.to_json() | {"strict": options["strict"]}, _check_text(check))
+            if options["strict"] and not check.ok:
+                missing = ", ".join(f"{v.workflow} v{v.version}" for v in check.missing)
+                raise CommandError(f"live runs need versions this code lacks: {missing}")
+        elif action == "replay-check":
+            report = versions.replay_check(options["workflow"], options["limit"])
+            self._out(format, report.to_json(), _replay_text(report))
+            if not report.ok:
+                raise CommandError(f"{len(report.drifted)} live run(s) would drift on this code")
+        else:
+            if options["version"] is not None and options["workflow"] is None:
+                raise CommandError("--version needs --workflow", returncode=2)
+            released = versions.release(
+                options["workflow"], options["version"], by="continuum_versions release"
+            )
+            text = f"released {len(released)} parked run(s)" + "".join(
+                f"\n  {run_id}" for run_id in released
+            )
+            self._out(format, {"released": released}, text)
+
+    def _out(self, format: str, document: dict[str, Any], text: str) -> None:
+        self.stdout.write(json.dumps(document, indent=2) if format == "json" else text)
+
+
+def _list_text(found: list[versions.KnownVersion]) -> str:
+    if not found:
+        return "no workflow versions are known"
+    lines = []
+    for v in found:
+        code = f"in this code ({v.code_hash})" if v.in_code else "not in this code"
+        lines.append(
+            f"{v.workflow} v{v.version}: {code}; {v.live_runs} live run(s), {v.parked_runs} parked"
+        )
+        for b in v.builds:
+            seen = f"last seen {b.last_seen} on {b.last_worker}" if b.last_seen else "no worker"
+            lines.append(f"  {b.version_hash}: {b.live_runs} live run(s); {seen}")
+    return "\n".join(lines)
+
+
+def _check_text(check: versions.DeployCheck) -> str:
+    if not check.needed:
+        return "OK: no live runs, so any code can be deployed"
+    lines = []
+    for v in check.needed:
+        if not v.in_code:
+            state = "MISSING from this code"
+        elif all(b.version_hash == v.code_hash for b in v.builds if b.live_runs):
+            state = "in this code"
+        else:
+            state = "in this code, changed since some runs started (run replay-check)"
+        lines.append(f"{v.workflow} v{v.version}: {v.live_runs} live run(s): {state}")
+    verdict = (
+        "OK: this code has every version live runs need"
+        if check.ok
+        else (f"NOT SAFE: {len(check.missing)} version(s) live runs need are missing")
+    )
+    return "\n".join([*lines, verdict])
+
+
+def _replay_text(report: versions.ReplayReport) -> str:
+    lines = [f"{v.workflow} v{v.version} run {v.run_id}: {v.drift}" for v in report.drifted] + [
+        f"skipped run {s['run_id']} ({s['workflow']} v{s['version']}): {s['reason']}"
+        for s in report.skipped
+    ]
+    lines.append(
+        f"{'OK' if report.ok else 'DRIFT'}: replayed {report.checked} live run(s), "
+        f"{len(report.drifted)} would drift, {len(report.skipped)} skipped"
+    )
+    return "\n".join(lines)
