@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from django.db import connections
 
 from .conf import app_settings
 from .engine import codec
@@ -18,7 +22,8 @@ from .engine.exceptions import (
     WorkflowFailed,
 )
 from .engine.local import new_run
-from .models import RunStatus, WorkflowRun
+from .journal.runs import RUN_ENDED
+from .models import TERMINAL, RunStatus, WorkflowRun
 from .worker import runtime
 
 
@@ -140,25 +145,64 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
     """Wait for the run (the tip of its continue_as_new chain) to finish; return its result.
 
     Raises `WorkflowFailed`, `WorkflowCancelled`, or `ResultTimeout` after ``timeout`` seconds.
+    On Postgres, outside a transaction, it sleeps until the run's end is announced (LISTEN);
+    elsewhere it polls.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        run = _tip(run_id)
-        if run.status == RunStatus.COMPLETED:
-            return codec.decode(run.result)
-        if run.status == RunStatus.FAILED:
-            error = run.error or {}
-            raise WorkflowFailed(
-                f"run {run.id} failed: {error.get('type', '?')}: {error.get('message', '')}",
-                run_id=str(run.id),
-                error=error,
-            )
-        if run.status == RunStatus.CANCELLED:
-            raise WorkflowCancelled(f"run {run.id} was cancelled", run_id=str(run.id))
-        if deadline is not None and time.monotonic() >= deadline:
-            raise ResultTimeout(
-                f"run {run.id} is still {run.status} after {timeout} seconds", run_id=str(run.id)
-            )
-        time.sleep(delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.05)
+    with _end_listener(get_run(run_id)) as wait:
+        while True:
+            run = _tip(run_id)
+            if run.status in TERMINAL:
+                return _outcome(run)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise ResultTimeout(
+                    f"run {run.id} is still {run.status} after {timeout} seconds",
+                    run_id=str(run.id),
+                )
+            wait(left)
+
+
+def _outcome(run: WorkflowRun) -> Any:
+    if run.status == RunStatus.FAILED:
+        error = run.error or {}
+        raise WorkflowFailed(
+            f"run {run.id} failed: {error.get('type', '?')}: {error.get('message', '')}",
+            run_id=str(run.id),
+            error=error,
+        )
+    if run.status == RunStatus.CANCELLED:
+        raise WorkflowCancelled(f"run {run.id} was cancelled", run_id=str(run.id))
+    return codec.decode(run.result)
+
+
+@contextmanager
+def _end_listener(run: WorkflowRun) -> Iterator[Callable[[float | None], None]]:
+    """A function that waits, at most the given seconds, until a run of the chain may have
+    ended: woken by Postgres NOTIFY when possible, by a short, growing sleep otherwise."""
+    connection = connections[app_settings().DATABASE]
+    chain = str(run.chain_root_id or run.id)
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        delays = iter([0.005, 0.01, 0.02, 0.03, 0.04])
+
+        def poll(left: float | None) -> None:
+            delay = next(delays, 0.05)
+            time.sleep(delay if left is None else max(0.0, min(delay, left)))
+
+        yield poll
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"LISTEN {RUN_ENDED}")
+    raw = connection.connection
+
+    def listen(left: float | None) -> None:
+        # Bounded, so that a notification missed for any reason costs at most a second.
+        for note in raw.notifies(timeout=min(1.0, left if left is not None else 1.0)):
+            if note.payload == chain:
+                return
+
+    try:
+        yield listen
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"UNLISTEN {RUN_ENDED}")

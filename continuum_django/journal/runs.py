@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db import IntegrityError
+from django.db import IntegrityError, connections
 from django.db.models import Q
 from django.db.models.functions import Now
 
@@ -40,6 +40,7 @@ from ..models import (
 from .base import LEASE_FIELDS, OrmBase, activity_claim, lease_task, to_event
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
+RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is the chain root's id
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
 
 
@@ -194,6 +195,7 @@ class RunJournal(OrmBase):
         run.next_wakeup_at, run.lease_owner, run.lease_expires_at = None, "", None
         run.save(update_fields=END_FIELDS)
         self._close_open_work(run)
+        self._announce_end(run)
         if run.parent_run_id:
             parent, _ = self._lock_run(run.parent_run_id)
             if parent.status not in TERMINAL:
@@ -204,6 +206,13 @@ class RunJournal(OrmBase):
         for child_id in self._live_children(run):
             child, _ = self._lock_run(child_id)
             self._cancel(child, "the parent run ended", False, now, dispatch)
+
+    def _announce_end(self, run: WorkflowRun) -> None:
+        """Wake callers waiting in `result()` (Postgres NOTIFY, delivered on commit)."""
+        connection = connections[self.using]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, str(run.chain_root_id)])
 
     def _live_children(self, run: WorkflowRun) -> list[str]:
         children = self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL)
