@@ -199,3 +199,8 @@ def pausing_step(marker_dir: str, seconds: float) -> str:
 @workflow(name="tests.pausing")
 def pausing(ctx: Any, marker_dir: str, seconds: float) -> list[str]:
     return [ctx.activity(pausing_step, marker_dir, seconds), ctx.activity(step_a)]
+
+
+@workflow(name="tests.reviewed", signals={"approve": dict, "reject": str})
+def reviewed(ctx: Any) -> Any:
+    return ctx.wait_signal("approve")

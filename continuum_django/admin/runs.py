@@ -1,0 +1,403 @@
+"""The runs admin: a read-only list and run page, and actions that go through the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from .. import client
+from ..engine.exceptions import ContinuumError
+from ..models import TERMINAL, ActivityTask, ParkReason, RunStatus, Timer, WorkflowRun
+from ..operations import release_version, retry_run
+from . import timeline
+from .display import error_html, payload_html
+from .forms import CancelForm, SignalForm
+
+OPEN_TASKS = ["scheduled", "running"]
+
+
+class ParkedFilter(admin.SimpleListFilter):
+    title = "parked"
+    parameter_name = "parked"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (ParkReason.DRIFT, "on replay drift"),
+            (ParkReason.UNKNOWN_VERSION, "on unknown version"),
+            ("any", "parked, any reason"),
+            ("no", "not parked"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "any":
+            return queryset.live().parked()  # type: ignore[attr-defined]
+        if value == "no":
+            return queryset.filter(park_reason="")
+        if value:
+            return queryset.live().filter(park_reason=value)  # type: ignore[attr-defined]
+        return queryset
+
+
+def link_to(run_id: Any, text: str | None = None) -> SafeString:
+    url = reverse("admin:continuum_workflowrun_change", args=[run_id])
+    return format_html('<a href="{}">{}</a>', url, text or str(run_id))
+
+
+def wait_reason(run: WorkflowRun) -> str:
+    """What a live run is waiting for, from the annotations `WorkflowRunAdmin` adds."""
+    if run.status in TERMINAL:
+        return ""
+    if run.park_reason:
+        return f"parked: {run.get_park_reason_display()}"
+    prefix = "cancelling; " if run.cancel_requested else ""
+    if run.status == RunStatus.PENDING:
+        return prefix + "a worker to start it"
+    if run.status == RunStatus.RUNNING:
+        return prefix + f"replaying on {run.lease_owner or 'a worker'}"
+    activity = getattr(run, "waiting_activity", None)
+    if activity:
+        more = (getattr(run, "open_activities", 1) or 1) - 1
+        return prefix + f"activity {activity}" + (f" (+{more} more)" if more else "")
+    timer = getattr(run, "waiting_timer", None)
+    if timer:
+        _, kind, name = [*timer.split(":", 2), "", ""][:3]
+        when = getattr(run, "waiting_timer_at", None)
+        until = f" until {when:%Y-%m-%d %H:%M:%S}" if when else ""
+        if kind == "signal":
+            return prefix + f"signal {name}{until}"
+        return prefix + f"timer{until}"
+    return prefix + "a signal or another event"
+
+
+class WorkflowRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id",
+        "workflow_name",
+        "workflow_version",
+        "status_badge",
+        "namespace",
+        "waiting_for",
+        "created_at",
+        "updated_at",
+    ]
+    list_filter = ["status", ParkedFilter, "workflow_name", "namespace", "workflow_version"]
+    search_fields = ["id", "idempotency_key", "attributes"]
+    search_help_text = "Run id, idempotency key, or a value of the run's attributes."
+    date_hierarchy = "created_at"
+    list_per_page = 50
+    show_full_result_count = False
+    actions = ["cancel_selected", "retry_selected", "release_selected_versions"]
+    change_form_template = "admin/continuum/workflowrun/change_form.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    ("id", "status_badge"),
+                    ("workflow_name", "workflow_version", "version_hash"),
+                    ("namespace", "idempotency_key"),
+                    "waiting_for",
+                    "attributes_html",
+                    ("created_at", "updated_at", "finished_at"),
+                ]
+            },
+        ),
+        (
+            "Lease and wake-up",
+            {
+                "fields": [
+                    ("lease_owner", "lease_token", "lease_expires_at"),
+                    ("next_wakeup_at", "cancel_requested", "revision"),
+                    ("park_reason", "park_detail"),
+                ]
+            },
+        ),
+        ("Links", {"fields": ["links"]}),
+        ("Input, result, error", {"fields": ["input_html", "result_html", "error_html"]}),
+    ]
+
+    # -- what can be done ----------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("continuum.cancel_run")
+
+    def has_signal_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("continuum.signal_run")
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("continuum.retry_run")
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("continuum.release_run")
+
+    def _require(self, request: HttpRequest, what: str) -> None:
+        if not getattr(self, f"has_{what}_permission")(request):
+            raise PermissionDenied(f"you need the continuum.{what}_run permission")
+
+    # -- the list --------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowRun]:
+        tasks = ActivityTask.objects.filter(run=OuterRef("pk"), status__in=OPEN_TASKS)
+        timers = Timer.objects.filter(run=OuterRef("pk"), fired=False, cancelled=False)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                waiting_activity=Subquery(tasks.order_by("id").values("activity")[:1]),
+                open_activities=Subquery(
+                    tasks.order_by().values("run").annotate(n=Count("id")).values("n")[:1]
+                ),
+                waiting_timer=Subquery(timers.order_by("fire_at").values("command_id")[:1]),
+                waiting_timer_at=Subquery(timers.order_by("fire_at").values("fire_at")[:1]),
+            )
+        )
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, run: WorkflowRun) -> str:
+        return str(run.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run: WorkflowRun) -> SafeString:
+        label = run.status + (f" · parked ({run.park_reason})" if run.park_reason else "")
+        return format_html(
+            '<span class="cn-status cn-status-{}">{}</span>',
+            "parked" if run.park_reason and not run.is_terminal else run.status,
+            label,
+        )
+
+    @admin.display(description="waiting for")
+    def waiting_for(self, run: WorkflowRun) -> str:
+        return wait_reason(run) or "—"
+
+    # -- the run page ------------------------------------------------------------
+
+    @admin.display(description="attributes")
+    def attributes_html(self, run: WorkflowRun) -> SafeString:
+        return payload_html(run.attributes)
+
+    @admin.display(description="input")
+    def input_html(self, run: WorkflowRun) -> SafeString:
+        return payload_html(run.input)
+
+    @admin.display(description="result")
+    def result_html(self, run: WorkflowRun) -> SafeString:
+        return payload_html(run.result)
+
+    @admin.display(description="last error")
+    def error_html(self, run: WorkflowRun) -> SafeString:
+        return error_html(run.error)
+
+    @admin.display(description="related runs")
+    def links(self, run: WorkflowRun) -> SafeString:
+        parts = []
+        if run.parent_run_id:
+            parts.append(format_html("parent: {}", link_to(run.parent_run_id)))
+        children = list(run.children.order_by("created_at").values_list("id", "status")[:50])
+        for child_id, status in children:
+            parts.append(format_html("child: {} ({})", link_to(child_id), status))
+        if run.continued_from_id:
+            parts.append(format_html("continued from: {}", link_to(run.continued_from_id)))
+        successor = WorkflowRun.objects.filter(continued_from=run).values_list("id", flat=True)
+        for successor_id in successor[:1]:
+            parts.append(format_html("continued as: {}", link_to(successor_id)))
+        if run.chain_root_id and run.chain_root_id != run.id:
+            parts.append(format_html("chain root: {}", link_to(run.chain_root_id)))
+        if not parts:
+            return format_html('<span class="cn-muted">{}</span>', "none")
+        return format_html("<br>".join(["{}"] * len(parts)), *parts)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if run is not None:
+            events = list(run.events.order_by("seq"))
+            now = timezone.now()
+            context.update(
+                run=run,
+                events=[(event, payload_html(event.payload)) for event in events],
+                timeline=timeline.svg(events, now, run.is_terminal),
+                tasks=[
+                    (task, payload_html(task.heartbeat_details, 500), error_html(task.error))
+                    for task in run.activity_tasks.order_by("id")
+                ],
+                timers=list(run.timers.order_by("fire_at", "id")),
+                signals=[
+                    (signal, payload_html(signal.payload, 500))
+                    for signal in run.signals.select_related("consumed_by").order_by("id")
+                ],
+                can_cancel=not run.is_terminal and self.has_cancel_permission(request),
+                can_signal=not run.is_terminal and self.has_signal_permission(request),
+                can_retry=bool(run.park_reason)
+                and not run.is_terminal
+                and self.has_retry_permission(request),
+                can_release=run.park_reason == ParkReason.UNKNOWN_VERSION
+                and not run.is_terminal
+                and self.has_release_permission(request),
+            )
+        return super().change_view(request, object_id, form_url, context)
+
+    # -- actions on one run --------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/cancel/", view(self.cancel_view), name="continuum_run_cancel"),
+            path("<path:object_id>/signal/", view(self.signal_view), name="continuum_run_signal"),
+            path("<path:object_id>/retry/", view(self.retry_view), name="continuum_run_retry"),
+            path(
+                "<path:object_id>/release/", view(self.release_view), name="continuum_run_release"
+            ),
+            *super().get_urls(),
+        ]
+
+    def _action_page(
+        self, request: HttpRequest, run: WorkflowRun, title: str, form: Any, button: str
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "run": run,
+            "title": title,
+            "form": form,
+            "button": button,
+            "run_url": reverse("admin:continuum_workflowrun_change", args=[run.pk]),
+        }
+        return TemplateResponse(request, "admin/continuum/workflowrun/action.html", context)
+
+    def _done(self, run: WorkflowRun) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:continuum_workflowrun_change", args=[run.pk]))
+
+    def _run(self, request: HttpRequest, object_id: str) -> WorkflowRun:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(WorkflowRun, pk=object_id)
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self._require(request, "cancel")
+        run = self._run(request, object_id)
+        form = CancelForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            reason = form.cleaned_data["reason"] or f"cancelled in the admin by {request.user}"
+            try:
+                client.cancel(run.pk, reason=reason, terminate=form.cleaned_data["terminate"])
+            except ContinuumError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Cancellation of run {run.pk} requested.")
+            return self._done(run)
+        return self._action_page(request, run, f"Cancel run {run.pk}", form, "Cancel the run")
+
+    def signal_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self._require(request, "signal")
+        run = self._run(request, object_id)
+        form = SignalForm(request.POST or None, run=run)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                client.signal(run.pk, data["name"], data["payload"], dedupe_key=data["dedupe_key"])
+            except ContinuumError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, f"Signal {data['name']!r} sent to run {run.pk}.")
+                return self._done(run)
+        return self._action_page(request, run, f"Send a signal to run {run.pk}", form, "Send")
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self._require(request, "retry")
+        run = self._run(request, object_id)
+        if request.method == "POST":
+            try:
+                retry_run(run.pk)
+            except ContinuumError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Run {run.pk} unparked; a worker will replay it.")
+            return self._done(run)
+        return self._action_page(request, run, f"Retry parked run {run.pk}", None, "Retry")
+
+    def release_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self._require(request, "release")
+        run = self._run(request, object_id)
+        what = f"{run.workflow_name} v{run.workflow_version}"
+        if request.method == "POST":
+            count = release_version(run.workflow_name, run.workflow_version)
+            self.message_user(request, f"Released {count} run(s) parked on {what}.")
+            return self._done(run)
+        return self._action_page(request, run, f"Release runs of {what}", None, "Release")
+
+    # -- actions on selected runs --------------------------------------------------
+
+    @admin.action(permissions=["cancel"], description="Cancel selected runs")
+    def cancel_selected(
+        self, request: HttpRequest, queryset: QuerySet[WorkflowRun]
+    ) -> TemplateResponse | None:
+        form = CancelForm(request.POST if "apply" in request.POST else None)
+        if "apply" not in request.POST or not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Cancel runs",
+                "form": form,
+                "runs": queryset,
+                "action": "cancel_selected",
+                "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            }
+            return TemplateResponse(
+                request, "admin/continuum/workflowrun/cancel_selected.html", context
+            )
+        reason = form.cleaned_data["reason"] or f"cancelled in the admin by {request.user}"
+        done = 0
+        for run in queryset.exclude(status__in=TERMINAL):
+            try:
+                client.cancel(run.pk, reason=reason, terminate=form.cleaned_data["terminate"])
+                done += 1
+            except ContinuumError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, f"Cancellation requested for {done} run(s).")
+        return None
+
+    @admin.action(permissions=["retry"], description="Retry selected parked runs")
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
+        done = 0
+        for run in queryset.live().parked():  # type: ignore[attr-defined]
+            try:
+                retry_run(run.pk)
+                done += 1
+            except ContinuumError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, f"{done} parked run(s) unparked.")
+
+    @admin.action(permissions=["release"], description="Release runs of the selected versions")
+    def release_selected_versions(
+        self, request: HttpRequest, queryset: QuerySet[WorkflowRun]
+    ) -> None:
+        pairs = sorted(set(queryset.values_list("workflow_name", "workflow_version")))
+        count = sum(release_version(name, version) for name, version in pairs)
+        self.message_user(request, f"Released {count} run(s) parked on an unknown version.")
