@@ -16,7 +16,8 @@ from django.utils.safestring import SafeString
 
 from ..models import ActivityTask, Signal, Timer, WorkflowRun, WorkflowVersion
 from ..operations import release_version
-from .display import error_html, mask_keys, payload_html
+from ..redaction import mask_keys
+from .display import error_html, payload_html
 from .runs import WorkflowRunAdmin, link_to
 
 __all__ = ["ReadOnlyAdmin", "WorkflowRunAdmin", "mask_keys"]
