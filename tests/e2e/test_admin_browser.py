@@ -128,4 +128,3 @@ def test_admin_in_a_real_browser(
     expect(page.locator("#history")).to_contain_text("customer called")
     expect(page.locator("#activity-tasks")).to_contain_text("refund_charge")
     page.screenshot(path=str(SHOTS / "run-cancelled.png"), full_page=True)
-
