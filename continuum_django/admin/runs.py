@@ -245,7 +245,7 @@ class WorkflowRunAdmin(admin.ModelAdmin):
                 timeline=timeline.svg(events, now, run.is_terminal),
                 tasks=[
                     (task, payload_html(task.heartbeat_details, 500), error_html(task.error))
-                    for task in run.activity_tasks.order_by("id")
+                    for task in self._tasks(run)
                 ],
                 timers=list(run.timers.order_by("fire_at", "id")),
                 signals=[
@@ -262,6 +262,13 @@ class WorkflowRunAdmin(admin.ModelAdmin):
                 and self.has_release_permission(request),
             )
         return super().change_view(request, object_id, form_url, context)
+
+    @staticmethod
+    def _tasks(run: WorkflowRun) -> list[ActivityTask]:
+        tasks = list(run.activity_tasks.order_by("id"))
+        for task in tasks:
+            task.short_name = task.activity.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+        return tasks
 
     # -- actions on one run --------------------------------------------------
 

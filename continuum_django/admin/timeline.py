@@ -135,7 +135,7 @@ def svg(events: Sequence[WorkflowEvent], now: dt.datetime, finished: bool) -> Sa
     start = events[0].created_at
     end = events[-1].created_at if finished else max(now, events[-1].created_at)
     span = max((end - start).total_seconds(), 0.001)
-    axis = WIDTH - LABEL_WIDTH - 10
+    axis = WIDTH - LABEL_WIDTH - 50  # room for the last tick's label
 
     def x(moment: dt.datetime) -> float:
         return LABEL_WIDTH + axis * (moment - start).total_seconds() / span
