@@ -7,6 +7,7 @@ Writers take the database lock when a transaction begins (IMMEDIATE) and wait fo
 
 from .settings import *  # noqa: F403
 
+(BASE_DIR / "test-artifacts").mkdir(exist_ok=True)  # noqa: F405
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
