@@ -61,3 +61,42 @@ def check_determinism(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
                 )
             )
     return messages
+
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1", "testserver", ".localhost"}
+
+
+def _journal_on_sqlite() -> bool:
+    from .conf import app_settings
+
+    database = settings.DATABASES.get(app_settings().DATABASE, {})
+    return "sqlite" in str(database.get("ENGINE", ""))
+
+
+def _sqlite_warning(why: str) -> checks.Warning:
+    return checks.Warning(
+        f"The continuum journal is on SQLite {why}.",
+        hint=(
+            "SQLite has no row locks and serialises every writer on one file lock: fine "
+            "for development and demos, not for production. Point CONTINUUM['DATABASE'] "
+            "at PostgreSQL (for example DATABASE_URL=postgres://...)."
+        ),
+        id="continuum.W001",
+    )
+
+
+@checks.register("continuum", checks.Tags.database)
+def check_journal_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when a production-like setup (DEBUG off, serving a real host) runs on SQLite."""
+    public = [h for h in settings.ALLOWED_HOSTS if h not in LOCAL_HOSTS]
+    if _journal_on_sqlite() and not settings.DEBUG and public:
+        return [_sqlite_warning(f"while DEBUG is off and ALLOWED_HOSTS serves {public[0]!r}")]
+    return []
+
+
+@checks.register("continuum", deploy=True)
+def check_journal_database_deploy(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """``manage.py check --deploy`` always warns about a journal on SQLite."""
+    return [_sqlite_warning("(manage.py check --deploy)")] if _journal_on_sqlite() else []

@@ -10,6 +10,8 @@ import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
+# Where the SQLite file, the file-system broker's folders and beat's schedule live.
+STATE_DIR = Path(env.str("EXAMPLE_STATE_DIR", default=str(BASE_DIR)))
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-example-shop-only")
@@ -54,7 +56,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{STATE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web process and the worker processes write to one file: take the write lock
     # when a transaction begins (no mid-transaction upgrade deadlocks) and wait for it.
@@ -70,7 +72,7 @@ STATIC_URL = "static/"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Messages are files under .broker/; producers and workers share the folders.
-    BROKER_DIR = BASE_DIR / ".broker"
+    BROKER_DIR = STATE_DIR / ".broker"
     for folder in ("messages", "control"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -79,6 +81,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "polling_interval": 0.1,
     }
-CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE_FILENAME = str(STATE_DIR / "celerybeat-schedule")
 
-CONTINUUM: dict[str, object] = {}
+# The admin shows payloads through this hook: card numbers never reach the screen.
+CONTINUUM: dict[str, object] = {"REDACT": "example_project.orders.redact.secrets"}

@@ -181,8 +181,9 @@ def worker_factory(
         **os.environ,
         "DATABASE_URL": _test_database_url(),
         "CELERY_BROKER_URL": broker_url,
-        # The pytest process's settings module (tests.settings unless --ds says otherwise).
-        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+        # The pytest process's settings module (tests.settings unless --ds says otherwise);
+        # under override_settings (live_server uses it) only the environment still knows it.
+        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE or os.environ["DJANGO_SETTINGS_MODULE"],
         "PYTHONUNBUFFERED": "1",
     }
     started = request.node.stash.setdefault(STARTED_WORKERS, [])

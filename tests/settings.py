@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "continuum_django",
     "tests.testapp",
+    "example_project.orders",
 ]
 
 MIDDLEWARE = [

@@ -1,4 +1,4 @@
-"""JSON views of the shop: place an order, approve or reject it, look at it."""
+"""JSON views of the shop: place an order, approve, reject or cancel it, look at it."""
 
 import json
 import uuid
@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -13,15 +14,29 @@ import continuum_django as continuum
 
 from .workflows import fulfil_order
 
+# What the shop sells; an order naming anything else is refused.
+CATALOGUE = {"book", "pen", "mug", "poster"}
+
+
+class OrderRefused(Exception):
+    pass
+
 
 def _error(message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _check_catalogue(items: list[Any]) -> None:
+    for item in items:
+        sku = item.get("sku") if isinstance(item, dict) else None
+        if sku not in CATALOGUE:
+            raise OrderRefused(f"the shop does not sell {sku!r}")
+
+
 @csrf_exempt
 @require_POST
 def place_order(request: HttpRequest) -> JsonResponse:
-    """Start fulfilment of `{"order_id": ..., "items": [{"sku", "qty", "price_cents"}]}`."""
+    """Start fulfilment of `{"order_id", "customer", "items": [{"sku", "qty", "price_cents"}]}`."""
     try:
         body: Any = json.loads(request.body or b"{}")
     except json.JSONDecodeError:
@@ -30,10 +45,20 @@ def place_order(request: HttpRequest) -> JsonResponse:
     if not isinstance(items, list) or not items:
         return _error("'items' must be a non-empty list", 400)
     order_id = str(body.get("order_id") or uuid.uuid4().hex[:12])
-    with transaction.atomic():
-        # The run is written in this transaction and dispatched to Celery only on commit:
-        # had anything here rolled back, no workflow would have started.
-        run = fulfil_order.options(idempotency_key=f"order-{order_id}").start(order_id, items)
+    customer = str(body.get("customer") or "guest")
+    try:
+        with transaction.atomic():
+            # The run is written in this transaction and sent to Celery only on commit.
+            run = fulfil_order.options(
+                idempotency_key=f"order-{order_id}",
+                namespace="shop",
+                attributes={"order_id": order_id, "customer": customer},
+            ).start(order_id, items)
+            # Checked after the start, as the rest of a real order's rows would be written:
+            # a failure here rolls the whole transaction back, the run included.
+            _check_catalogue(items)
+    except OrderRefused as exc:
+        return _error(str(exc), 400)
     return JsonResponse({"order_id": order_id, "run_id": str(run.id)}, status=202)
 
 
@@ -50,20 +75,37 @@ def decide(request: HttpRequest, run_id: uuid.UUID, decision: str) -> JsonRespon
     return JsonResponse({"run_id": str(run_id), "decision": decision}, status=202)
 
 
+@csrf_exempt
+@require_POST
+def cancel(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
+    """Cancel the order: the workflow refunds and releases what it holds, then ends."""
+    reason = request.POST.get("reason") or "cancelled by the customer"
+    try:
+        continuum.cancel(run_id, reason=reason)
+    except continuum.RunNotFound:
+        return _error(f"no order run {run_id}", 404)
+    except continuum.RunNotActive:
+        return _error(f"order run {run_id} has already finished", 409)
+    return JsonResponse({"run_id": str(run_id), "cancelling": True}, status=202)
+
+
 @require_GET
 def order_status(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
-    """The run's status, its history (event types) and, once finished, its outcome."""
+    """The run's status, its history (event types), its outcome, and where to see it all."""
     try:
         run = continuum.get_run(run_id)
     except continuum.RunNotFound:
         return _error(f"no order run {run_id}", 404)
+    admin_path = reverse("admin:continuum_workflowrun_change", args=[run.id])
     return JsonResponse(
         {
             "run_id": str(run.id),
             "workflow": run.workflow_name,
             "status": run.status,
+            "stage": run.attributes.get("stage", ""),
             "history": [str(event.type) for event in continuum.RunHandle(str(run.id)).history()],
             "result": run.result,
             "error": run.error,
+            "admin_url": request.build_absolute_uri(admin_path),
         }
     )

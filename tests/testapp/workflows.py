@@ -343,3 +343,21 @@ else:
 # The versioning tests' workflows live in their own module; registering them here lets
 # every worker process carry them.
 from . import versioned  # noqa: E402, F401
+
+
+@workflow(name="tests.reviewed", signals={"approve": dict, "reject": str})
+def reviewed(ctx: Any) -> Any:
+    return ctx.wait_signal("approve")
+
+
+# Version 2 exists only in processes started with TESTAPP_VARIANT=3 (the release test).
+@workflow(name="tests.admin_versioned", version=1)
+def admin_versioned_v1(ctx: Any) -> str:
+    return "v1"
+
+
+if VARIANT == "3":
+
+    @workflow(name="tests.admin_versioned", version=2)
+    def admin_versioned_v2(ctx: Any) -> str:
+        return "v2"

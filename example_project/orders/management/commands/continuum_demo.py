@@ -31,6 +31,7 @@ STOP_TIMEOUT = 30.0
 
 class Command(BaseCommand):
     help = "Run the example shop end to end: migrate, start a worker, fulfil one order."
+    run_id = ""
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
@@ -51,9 +52,11 @@ class Command(BaseCommand):
             self._stop_worker(worker)
         log_path.unlink()
         self.stdout.write(
-            "\nTo browse runs in the admin:\n"
-            "  python manage.py createsuperuser\n"
-            "  DEBUG=true python manage.py runserver   # then open http://127.0.0.1:8000/admin/"
+            "\nTo see this run (its history, timeline and activities) in the admin:\n"
+            "  .venv/bin/python manage.py createsuperuser\n"
+            "  .venv/bin/python manage.py continuum_seed   # optional: orders in other states\n"
+            "  DEBUG=true .venv/bin/python manage.py runserver\n"
+            f"  then open http://127.0.0.1:8000/admin/continuum/workflowrun/{self.run_id}/change/"
         )
 
     def _start_worker(self, log_path: Path) -> subprocess.Popen[bytes]:
@@ -87,7 +90,7 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"placing the order failed: {placed.status_code} {placed.content!r}"
                 )
-            run_id = placed.json()["run_id"]
+            run_id = self.run_id = placed.json()["run_id"]
             self.stdout.write(f"Order {order_id} placed: workflow run {run_id}.")
 
             approved = client.post(f"/orders/{run_id}/approve")

@@ -1,0 +1,120 @@
+"""The admin of continuum: runs with their history and actions; read-only journal tables.
+
+Rows are never edited here: every action goes through the engine (`client.cancel`,
+`client.signal`, `operations.retry_run`, `operations.release_version`), each behind its
+own permission (``continuum.cancel_run``, ``signal_run``, ``retry_run``, ``release_run``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.safestring import SafeString
+
+from ..models import ActivityTask, Signal, Timer, WorkflowRun, WorkflowVersion
+from ..operations import release_version
+from ..redaction import mask_keys
+from .display import error_html, payload_html
+from .runs import WorkflowRunAdmin, link_to
+
+__all__ = ["ReadOnlyAdmin", "WorkflowRunAdmin", "mask_keys"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A journal table shown as it is: no add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="run")
+    def run_link(self, obj: Any) -> SafeString:
+        return link_to(obj.run_id, str(obj.run_id)[:8])
+
+
+class ActivityTaskAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "run_link",
+        "activity",
+        "kind",
+        "queue",
+        "status",
+        "attempt",
+        "next_attempt_at",
+        "heartbeat_at",
+        "lease_owner",
+    ]
+    list_filter = ["status", "kind", "queue", "activity"]
+    search_fields = ["run__id", "activity", "command_id"]
+    list_select_related = ["run"]
+    readonly_fields = ["heartbeat", "last_error", "arguments"]
+    exclude = ["args", "kwargs", "heartbeat_details", "error"]
+
+    @admin.display(description="arguments")
+    def arguments(self, task: ActivityTask) -> SafeString:
+        return payload_html({"args": task.args, "kwargs": task.kwargs})
+
+    @admin.display(description="heartbeat details")
+    def heartbeat(self, task: ActivityTask) -> SafeString:
+        return payload_html(task.heartbeat_details)
+
+    @admin.display(description="error")
+    def last_error(self, task: ActivityTask) -> SafeString:
+        return error_html(task.error)
+
+
+class TimerAdmin(ReadOnlyAdmin):
+    list_display = ["id", "run_link", "command_id", "fire_at", "fired", "cancelled"]
+    list_filter = ["fired", "cancelled"]
+    search_fields = ["run__id", "command_id"]
+    date_hierarchy = "fire_at"
+
+
+class SignalAdmin(ReadOnlyAdmin):
+    list_display = ["id", "run_link", "name", "dedupe_key", "received_at", "consumed"]
+    list_filter = ["name"]
+    search_fields = ["run__id", "name", "dedupe_key"]
+    date_hierarchy = "received_at"
+    list_select_related = ["consumed_by"]
+    readonly_fields = ["payload_html"]
+    exclude = ["payload"]
+
+    @admin.display(description="consumed at seq")
+    def consumed(self, signal: Signal) -> str:
+        return str(signal.consumed_by.seq) if signal.consumed_by else "—"
+
+    @admin.display(description="payload")
+    def payload_html(self, signal: Signal) -> SafeString:
+        return payload_html(signal.payload)
+
+
+class WorkflowVersionAdmin(ReadOnlyAdmin):
+    list_display = ["workflow_name", "version", "version_hash", "worker", "first_seen", "last_seen"]
+    list_filter = ["workflow_name"]
+    search_fields = ["workflow_name", "version_hash", "worker"]
+    actions = ["release_runs"]
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("continuum.release_run")
+
+    @admin.action(permissions=["release"], description="Release runs parked on these versions")
+    def release_runs(self, request: HttpRequest, queryset: QuerySet[WorkflowVersion]) -> None:
+        pairs = sorted(set(queryset.values_list("workflow_name", "version")))
+        count = sum(release_version(name, version) for name, version in pairs)
+        self.message_user(request, f"Released {count} parked run(s).", messages.SUCCESS)
+
+
+admin.site.register(WorkflowRun, WorkflowRunAdmin)
+admin.site.register(ActivityTask, ActivityTaskAdmin)
+admin.site.register(Timer, TimerAdmin)
+admin.site.register(Signal, SignalAdmin)
+admin.site.register(WorkflowVersion, WorkflowVersionAdmin)

@@ -1,0 +1,90 @@
+"""Forms of the run actions: cancel with a reason, send a signal with a JSON payload."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from ..engine.definitions import WorkflowDefinition, registry
+from ..engine.exceptions import UnknownWorkflow
+from ..models import WorkflowRun
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500, required=False, widget=forms.TextInput(attrs={"size": 60})
+    )
+    terminate = forms.BooleanField(
+        required=False,
+        help_text="End the run at once, without letting the workflow clean up.",
+    )
+
+
+def declared_signals(run: WorkflowRun) -> dict[str, Any] | None:
+    """The signal contract of the run's workflow version, when the code here declares one."""
+    try:
+        definition: WorkflowDefinition[..., Any] = registry.workflow(
+            run.workflow_name, run.workflow_version
+        )
+    except UnknownWorkflow:
+        return None
+    return definition.signals
+
+
+class SignalForm(forms.Form):
+    name = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"size": 40}))
+    payload = forms.CharField(
+        required=False,
+        initial="null",
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 60, "spellcheck": "false"}),
+        help_text='JSON: a string needs quotes, e.g. "approved"; empty means null.',
+    )
+    dedupe_key = forms.CharField(
+        max_length=255,
+        required=False,
+        help_text="Optional: a signal with a key already delivered to this run is dropped.",
+    )
+
+    def __init__(self, *args: Any, run: WorkflowRun, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.contract = declared_signals(run)
+        if self.contract:
+            self.fields["name"].help_text = "Declared by the workflow: " + ", ".join(
+                sorted(self.contract)
+            )
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the signal a name.")
+        if self.contract is not None and name not in self.contract:
+            known = ", ".join(sorted(self.contract)) or "none"
+            raise forms.ValidationError(
+                f"The workflow declares no signal {name!r}; declared: {known}."
+            )
+        return name
+
+    def clean_payload(self) -> Any:
+        text = self.cleaned_data["payload"].strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"The payload is not valid JSON: {exc}.") from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        name, payload = cleaned.get("name"), cleaned.get("payload")
+        expected = (self.contract or {}).get(name) if name else None
+        wrong_type = isinstance(expected, type) and not isinstance(payload, expected)
+        if wrong_type and "payload" not in self.errors:
+            self.add_error(
+                "payload",
+                f"Signal {name!r} takes a {getattr(expected, '__name__', expected)}, "
+                f"not a {type(payload).__name__}.",
+            )
+        cleaned["dedupe_key"] = cleaned.get("dedupe_key") or None
+        return cleaned

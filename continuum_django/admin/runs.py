@@ -1,0 +1,236 @@
+"""The runs admin: a read-only list and run page, and actions that go through the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from ..models import TERMINAL, ActivityTask, ParkReason, RunStatus, Timer, WorkflowRun
+from . import timeline
+from .actions import RunActions
+from .display import error_html, payload_html
+
+OPEN_TASKS = ["scheduled", "running"]
+
+
+class ParkedFilter(admin.SimpleListFilter):
+    title = "parked"
+    parameter_name = "parked"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (ParkReason.DRIFT, "on replay drift"),
+            (ParkReason.UNKNOWN_VERSION, "on unknown version"),
+            ("any", "parked, any reason"),
+            ("no", "not parked"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "any":
+            return queryset.live().parked()  # type: ignore[attr-defined]
+        if value == "no":
+            return queryset.filter(park_reason="")
+        if value:
+            return queryset.live().filter(park_reason=value)  # type: ignore[attr-defined]
+        return queryset
+
+
+def link_to(run_id: Any, text: str | None = None) -> SafeString:
+    url = reverse("admin:continuum_workflowrun_change", args=[run_id])
+    return format_html('<a href="{}">{}</a>', url, text or str(run_id))
+
+
+def wait_reason(run: WorkflowRun) -> str:
+    """What a live run is waiting for, from the annotations `WorkflowRunAdmin` adds."""
+    if run.status in TERMINAL:
+        return ""
+    if run.park_reason:
+        return f"parked: {run.get_park_reason_display()}"
+    prefix = "cancelling; " if run.cancel_requested else ""
+    if run.status == RunStatus.PENDING:
+        return prefix + "a worker to start it"
+    if run.status == RunStatus.RUNNING:
+        return prefix + f"replaying on {run.lease_owner or 'a worker'}"
+    activity = getattr(run, "waiting_activity", None)
+    if activity:
+        more = (getattr(run, "open_activities", 1) or 1) - 1
+        return prefix + f"activity {activity}" + (f" (+{more} more)" if more else "")
+    timer = getattr(run, "waiting_timer", None)
+    if timer:
+        _, kind, name = [*timer.split(":", 2), "", ""][:3]
+        when = getattr(run, "waiting_timer_at", None)
+        until = f" until {when:%Y-%m-%d %H:%M:%S}" if when else ""
+        if kind == "signal":
+            return prefix + f"signal {name}{until}"
+        return prefix + f"timer{until}"
+    return prefix + "a signal or another event"
+
+
+class WorkflowRunAdmin(RunActions):
+    list_display = [
+        "short_id",
+        "workflow_name",
+        "workflow_version",
+        "status_badge",
+        "namespace",
+        "waiting_for",
+        "created_at",
+        "updated_at",
+    ]
+    list_filter = ["status", ParkedFilter, "workflow_name", "namespace", "workflow_version"]
+    search_fields = ["id", "idempotency_key", "attributes"]
+    search_help_text = "Run id, idempotency key, or a value of the run's attributes."
+    date_hierarchy = "created_at"
+    list_per_page = 50
+    show_full_result_count = False
+    change_form_template = "admin/continuum/workflowrun/change_form.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    ("id", "status_badge"),
+                    ("workflow_name", "workflow_version", "version_hash"),
+                    ("namespace", "idempotency_key"),
+                    "waiting_for",
+                    "attributes_html",
+                    ("created_at", "updated_at", "finished_at"),
+                ]
+            },
+        ),
+        (
+            "Lease and wake-up",
+            {
+                "fields": [
+                    ("lease_owner", "lease_token", "lease_expires_at"),
+                    ("next_wakeup_at", "cancel_requested", "revision"),
+                    ("park_reason", "park_detail"),
+                ]
+            },
+        ),
+        ("Links", {"fields": ["links"]}),
+        ("Input, result, error", {"fields": ["input_html", "result_html", "error_html"]}),
+    ]
+
+    # -- the list --------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowRun]:
+        tasks = ActivityTask.objects.filter(run=OuterRef("pk"), status__in=OPEN_TASKS)
+        timers = Timer.objects.filter(run=OuterRef("pk"), fired=False, cancelled=False)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                waiting_activity=Subquery(tasks.order_by("id").values("activity")[:1]),
+                open_activities=Subquery(
+                    tasks.order_by().values("run").annotate(n=Count("id")).values("n")[:1]
+                ),
+                waiting_timer=Subquery(timers.order_by("fire_at").values("command_id")[:1]),
+                waiting_timer_at=Subquery(timers.order_by("fire_at").values("fire_at")[:1]),
+            )
+        )
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, run: WorkflowRun) -> str:
+        return str(run.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run: WorkflowRun) -> SafeString:
+        label = run.status + (f" · parked ({run.park_reason})" if run.park_reason else "")
+        return format_html(
+            '<span class="cn-status cn-status-{}">{}</span>',
+            "parked" if run.park_reason and not run.is_terminal else run.status,
+            label,
+        )
+
+    @admin.display(description="waiting for")
+    def waiting_for(self, run: WorkflowRun) -> str:
+        return wait_reason(run) or "—"
+
+    # -- the run page ------------------------------------------------------------
+
+    @admin.display(description="attributes")
+    def attributes_html(self, run: WorkflowRun) -> SafeString:
+        return payload_html(run.attributes)
+
+    @admin.display(description="input")
+    def input_html(self, run: WorkflowRun) -> SafeString:
+        return payload_html(run.input)
+
+    @admin.display(description="result")
+    def result_html(self, run: WorkflowRun) -> SafeString:
+        return payload_html(run.result)
+
+    @admin.display(description="last error")
+    def error_html(self, run: WorkflowRun) -> SafeString:
+        return error_html(run.error)
+
+    @admin.display(description="related runs")
+    def links(self, run: WorkflowRun) -> SafeString:
+        parts = []
+        if run.parent_run_id:
+            parts.append(format_html("parent: {}", link_to(run.parent_run_id)))
+        children = list(run.children.order_by("created_at").values_list("id", "status")[:50])
+        for child_id, status in children:
+            parts.append(format_html("child: {} ({})", link_to(child_id), status))
+        if run.continued_from_id:
+            parts.append(format_html("continued from: {}", link_to(run.continued_from_id)))
+        successor = WorkflowRun.objects.filter(continued_from=run).values_list("id", flat=True)
+        for successor_id in successor[:1]:
+            parts.append(format_html("continued as: {}", link_to(successor_id)))
+        if run.chain_root_id and run.chain_root_id != run.id:
+            parts.append(format_html("chain root: {}", link_to(run.chain_root_id)))
+        if not parts:
+            return format_html('<span class="cn-muted">{}</span>', "none")
+        return format_html("<br>".join(["{}"] * len(parts)), *parts)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if run is not None:
+            events = list(run.events.order_by("seq"))
+            now = timezone.now()
+            context.update(
+                run=run,
+                events=[(event, payload_html(event.payload)) for event in events],
+                timeline=timeline.svg(events, now, run.is_terminal),
+                tasks=[
+                    (task, payload_html(task.heartbeat_details, 500), error_html(task.error))
+                    for task in self._tasks(run)
+                ],
+                timers=list(run.timers.order_by("fire_at", "id")),
+                signals=[
+                    (signal, payload_html(signal.payload, 500))
+                    for signal in run.signals.select_related("consumed_by").order_by("id")
+                ],
+                can_cancel=not run.is_terminal and self.has_cancel_permission(request),
+                can_signal=not run.is_terminal and self.has_signal_permission(request),
+                can_retry=bool(run.park_reason)
+                and not run.is_terminal
+                and self.has_retry_permission(request),
+                can_release=run.park_reason == ParkReason.UNKNOWN_VERSION
+                and not run.is_terminal
+                and self.has_release_permission(request),
+            )
+        return super().change_view(request, object_id, form_url, context)
+
+    @staticmethod
+    def _tasks(run: WorkflowRun) -> list[ActivityTask]:
+        tasks = list(run.activity_tasks.order_by("id"))
+        for task in tasks:
+            task.short_name = task.activity.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+        return tasks
