@@ -98,12 +98,14 @@ class ActivityJournal(OrmBase):
             run, now = self._lock_run(claim.run_id)
             task, _ = self._lock_task(claim.task_id)
             task = self._check_task(task, claim, now)
-            dispatch = self._end_attempt(run, task, now, result, error, retry_delay)
             free = run.lease_expires_at is None or run.lease_expires_at <= now
-            if eager and (str(run.id), None) in dispatch.runs and free and not run.park_reason:
-                # Advance the run right here: this worker takes its lease in this transaction.
+            chain = eager if eager and free and not run.park_reason else None
+            dispatch = self._end_attempt(run, task, now, result, error, retry_delay, bool(chain))
+            if chain and (str(run.id), None) in dispatch.runs:
+                # Advance the run right here: this worker takes its lease in this transaction
+                # (one UPDATE of the run carries both the wake-up and the lease).
                 dispatch.runs.remove((str(run.id), None))
-                dispatch.eager_run = self._lease_run(run, eager.owner, eager.lease_seconds, now)
+                dispatch.eager_run = self._lease_run(run, chain.owner, chain.lease_seconds, now)
             return dispatch
 
     def _end_attempt(
@@ -114,6 +116,7 @@ class ActivityJournal(OrmBase):
         result: Any,
         error: dict[str, Any] | None,
         retry_delay: float | None,
+        defer_wake: bool = False,
     ) -> Dispatch:
         dispatch = Dispatch()
         task.lease_owner = ""
@@ -153,8 +156,11 @@ class ActivityJournal(OrmBase):
                 payload={"error": error, "attempts": task.attempt},
             )
         task.save(update_fields=fields)
-        self._append(run, [new], now)
-        run.save(update_fields=self._wake(run, now, dispatch))
+        self._remember(str(run.id), self._append(run, [new], now))
+        if not defer_wake:
+            run.save(update_fields=self._wake(run, now, dispatch))
+        else:
+            self._wake(run, now, dispatch)  # the caller saves the run once, with its lease
         return dispatch
 
     @staticmethod
