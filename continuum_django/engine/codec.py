@@ -63,8 +63,13 @@ def _encode(value: Any, path: str) -> Any:
     )
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def decode(value: Any) -> Any:
     """Inverse of `encode`."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, list):
         return [decode(item) for item in value]
     if isinstance(value, dict):

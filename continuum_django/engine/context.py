@@ -149,17 +149,19 @@ class WorkflowContext:
         self.workflow_name = workflow_name
         self._config = config or EngineConfig()
         self._now = now
-        self._by_command: dict[str, list[Event]] = {}
         self._recorded: dict[int, Event] = {}
         self._cancel: Event | None = None
         started = history[0].payload if history else {}
+        self._outcomes: dict[str, Event] = {}
         for event in history:
+            kind = event.type
             if event.command_id:
-                self._by_command.setdefault(event.command_id, []).append(event)
-                position = int(event.command_id.split(":", 1)[0])
-                if event.type in COMMAND_EVENTS or event.type == EventType.SIGNAL_RECEIVED:
+                if kind in _RECORDED:
+                    position = int(event.command_id.split(":", 1)[0])
                     self._recorded.setdefault(position, event)
-            elif event.type == EventType.CANCEL_REQUESTED and self._cancel is None:
+                if kind in _OUTCOMES:
+                    self._outcomes.setdefault(event.command_id, event)
+            elif kind == EventType.CANCEL_REQUESTED and self._cancel is None:
                 self._cancel = event
         self._mailbox = list(mailbox)
         self._position = 0
@@ -502,19 +504,20 @@ class WorkflowContext:
         self._position += 1
 
     def _command(self, kind: str, name: str) -> tuple[str, Event | None]:
-        self._alive()
+        if self.suspended_at is not None:
+            self._alive()
         command_id, recorded = self._peek(kind, name)
-        self._advance_position()
+        if recorded is not None:
+            self._matched += 1
+        self._position += 1
         return command_id, recorded
 
     def _emit(self, type_: EventType, command_id: str, payload: Any) -> None:
         self._new.append(NewEvent(type=type_, command_id=command_id, payload=payload))
 
     def _outcome(self, command_id: str) -> Event | None:
-        for event in self._by_command.get(command_id, ()):
-            if event.type in _OUTCOMES:
-                return event
-        return None
+        """The first outcome journaled for the command (journal order decides races)."""
+        return self._outcomes.get(command_id)
 
     def _deliver_cancel(self, outcome_seq: int | None) -> None:
         """Raise the pending cancellation at this suspension point, once."""
@@ -526,9 +529,11 @@ class WorkflowContext:
             raise CancellationRequested((cancel.payload or {}).get("reason", ""))
 
     def _wait(self, command_id: str) -> Event:
-        self._alive()
-        outcome = self._outcome(command_id)
-        self._deliver_cancel(outcome.seq if outcome else None)
+        if self.suspended_at is not None:
+            self._alive()
+        outcome = self._outcomes.get(command_id)
+        if self._cancel is not None:
+            self._deliver_cancel(outcome.seq if outcome else None)
         if outcome is None:
             self._suspend(command_id)
         return outcome
@@ -576,6 +581,9 @@ class WorkflowContext:
             attempts=attempts,
         )
 
+
+# Events that hold a command's place in the sequence (checked for drift on replay).
+_RECORDED = COMMAND_EVENTS | {EventType.SIGNAL_RECEIVED}
 
 _SUCCESSES = {
     EventType.ACTIVITY_COMPLETED,
