@@ -17,30 +17,22 @@ from django.utils.safestring import SafeString
 from ..models import ActivityTask, Signal, Timer, WorkflowRun, WorkflowVersion
 from ..operations import release_version
 from ..redaction import mask_keys
+from .actions import ReadOnlyAdmin
 from .display import error_html, payload_html
 from .runs import WorkflowRunAdmin, link_to
 
 __all__ = ["ReadOnlyAdmin", "WorkflowRunAdmin", "mask_keys"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """A journal table shown as it is: no add, change or delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class JournalTableAdmin(ReadOnlyAdmin):
+    """A read-only journal table whose rows belong to a run."""
 
     @admin.display(description="run")
     def run_link(self, obj: Any) -> SafeString:
         return link_to(obj.run_id, str(obj.run_id)[:8])
 
 
-class ActivityTaskAdmin(ReadOnlyAdmin):
+class ActivityTaskAdmin(JournalTableAdmin):
     list_display = [
         "id",
         "run_link",
@@ -72,14 +64,14 @@ class ActivityTaskAdmin(ReadOnlyAdmin):
         return error_html(task.error)
 
 
-class TimerAdmin(ReadOnlyAdmin):
+class TimerAdmin(JournalTableAdmin):
     list_display = ["id", "run_link", "command_id", "fire_at", "fired", "cancelled"]
     list_filter = ["fired", "cancelled"]
     search_fields = ["run__id", "command_id"]
     date_hierarchy = "fire_at"
 
 
-class SignalAdmin(ReadOnlyAdmin):
+class SignalAdmin(JournalTableAdmin):
     list_display = ["id", "run_link", "name", "dedupe_key", "received_at", "consumed"]
     list_filter = ["name"]
     search_fields = ["run__id", "name", "dedupe_key"]
@@ -97,7 +89,7 @@ class SignalAdmin(ReadOnlyAdmin):
         return payload_html(signal.payload)
 
 
-class WorkflowVersionAdmin(ReadOnlyAdmin):
+class WorkflowVersionAdmin(JournalTableAdmin):
     list_display = ["workflow_name", "version", "version_hash", "worker", "first_seen", "last_seen"]
     list_filter = ["workflow_name"]
     search_fields = ["workflow_name", "version_hash", "worker"]

@@ -20,12 +20,8 @@ from ..operations import release_version, retry_run
 from .forms import CancelForm, SignalForm
 
 
-class RunActions(admin.ModelAdmin):
-    """Cancel, signal, retry and release: buttons on the run page and bulk actions."""
-
-    actions = ["cancel_selected", "retry_selected", "release_selected_versions"]
-
-    # -- what can be done ----------------------------------------------------
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A journal table shown as it is: no add, change or delete (actions go to the engine)."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -35,6 +31,14 @@ class RunActions(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class RunActions(ReadOnlyAdmin):
+    """Cancel, signal, retry and release: buttons on the run page and bulk actions."""
+
+    actions = ["cancel_selected", "retry_selected", "release_selected_versions"]
+
+    # -- what can be done ----------------------------------------------------
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("continuum.cancel_run")
