@@ -115,7 +115,8 @@ class OrmBase:
             run_id=OuterRef("pk"), consumed_by__isnull=True
         )
         runs = self._runs().select_for_update().annotate(db_now=Now(), unread=Exists(unread))
-        run = runs.filter(pk=run_id).first()
+        # No ordering (one row) and none of the payload columns writers never read.
+        run = runs.filter(pk=run_id).order_by().defer("input", "result", "error").first()
         if run is None:
             raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
         return run, run.db_now
