@@ -1,0 +1,389 @@
+"""`python -m bench [--smoke]`: start what the benchmark needs, measure, print the figures.
+
+Every figure is the median of its repeats and every ratio compares figures measured in
+this same run. bench/README.md says how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from .report import Report, percentile
+
+STEPS_PER_RUN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    runs: int = 2000  # throughput: runs (and chains) per repeat
+    repeats: int = 3
+    latency_runs: int = 100
+    short_steps: int = 10
+    long_steps: int = 1000
+    short_repeats: int = 5  # a 10-step run is short and noisy: a few more repeats
+    dbcost_runs: int = 100
+    raw_seconds: float = 10.0
+    concurrency: int = 2  # one prefork worker with one process per core
+    dbos: bool = True
+    label: str = "full"
+
+    @classmethod
+    def smoke(cls) -> Sizes:
+        return cls(
+            runs=20,
+            repeats=1,
+            latency_runs=5,
+            short_steps=3,
+            long_steps=10,
+            short_repeats=1,
+            dbcost_runs=5,
+            raw_seconds=1.0,
+            dbos=False,
+            label="smoke",
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes and no DBOS: checks that the suite works, in well under a minute",
+    )
+    parser.add_argument("--runs", type=int, help="runs per throughput repeat (2000)")
+    parser.add_argument("--repeats", type=int, help="repeats of each measurement (3)")
+    parser.add_argument("--concurrency", type=int, help="prefork processes of the worker (2)")
+    parser.add_argument("--long-steps", type=int, help="activities of the long workflow (1000)")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS peer")
+    return parser.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    sizes = Sizes.smoke() if args.smoke else Sizes()
+    overrides: dict[str, Any] = {
+        "runs": args.runs,
+        "repeats": args.repeats,
+        "concurrency": args.concurrency,
+        "long_steps": args.long_steps,
+    }
+    sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+    if args.no_dbos:
+        sizes = dataclasses.replace(sizes, dbos=False)
+    return sizes
+
+
+def setup() -> dict[str, Any]:
+    """Fresh database and Redis db, migrated; Django and the Celery app ready in this process."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    import django
+    import redis
+    from django.conf import settings
+    from django.core.management import call_command
+
+    import bench.celery_app  # noqa: F401 - the current Celery app: starts are sent through it
+
+    from . import db
+
+    settings_dict: dict[str, Any] = settings.DATABASES["default"]
+    db.recreate(settings_dict, settings_dict["NAME"])
+    django.setup()
+    call_command("migrate", verbosity=0)
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    client.close()
+    return settings_dict
+
+
+def header(report: Report, sizes: Sizes, settings_dict: dict[str, Any], logs: Path) -> None:
+    import redis
+    from django.conf import settings
+
+    from . import db
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    redis_version = client.info("server").get("redis_version", "?")
+    client.close()
+    meminfo = Path("/proc/meminfo").read_text().split()
+    ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024 / 1024
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    report.note(f"continuum-django benchmark ({sizes.label})")
+    report.note(
+        f"machine: {os.cpu_count()} cores, {ram_gib:.1f} GiB RAM, {_cpu_model()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+    report.note(
+        f"software: Python {platform.python_version()}, PostgreSQL "
+        f"{db.server_version(settings_dict)}, Redis {redis_version}, Django {version('django')}, "
+        f"Celery {version('celery')}, psycopg {version('psycopg')}, commit {commit or '?'}"
+    )
+    report.note(
+        f"sizes: {sizes.runs} runs x {sizes.repeats} repeats, latency {sizes.latency_runs} runs, "
+        f"history {sizes.long_steps} vs {sizes.short_steps} steps, one worker "
+        f"-c {sizes.concurrency} prefork; logs in {logs}"
+    )
+    report.note(f"a step is one activity and the advance that follows it ({STEPS_PER_RUN} per run)")
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def _mib(sizes: dict[str, int]) -> float:
+    return sum(sizes.values()) / 1024
+
+
+def measure_timed(report: Report, sizes: Sizes, logs: Path) -> None:
+    """Throughput, memory, latency and history on one worker; the Celery chain on the same."""
+    from . import phases
+    from .peers import chain
+    from .workers import Worker
+
+    worker = Worker(sizes.concurrency, logs / "worker.log")
+    try:
+        worker.wait_ready()
+        phases.throughput(worker, min(sizes.runs, 20), "warm-up")
+        chain.throughput(min(sizes.runs, 20))
+
+        rss_start = worker.rss_kib()
+        elapsed = [
+            phases.throughput(worker, sizes.runs, f"throughput-{i}") for i in range(sizes.repeats)
+        ]
+        rss_end = worker.rss_kib()
+        report.median_figure(
+            "throughput.continuum.runs_per_s", [sizes.runs / e for e in elapsed], "runs/s"
+        )
+        report.median_figure(
+            "throughput.continuum.steps_per_s",
+            [sizes.runs * STEPS_PER_RUN / e for e in elapsed],
+            "steps/s",
+        )
+        report.figure("memory.continuum.worker_rss_start", _mib(rss_start), "MiB")
+        report.figure("memory.continuum.worker_rss_end", _mib(rss_end), "MiB")
+        report.figure(
+            "memory.continuum.worker_rss_growth",
+            (_mib(rss_end) / _mib(rss_start) - 1) * 100,
+            "%",
+        )
+        report.figure(
+            "memory.continuum.largest_process_rss_end", max(rss_end.values()) / 1024, "MiB"
+        )
+
+        elapsed = [chain.throughput(sizes.runs) for _ in range(sizes.repeats)]
+        report.median_figure(
+            "throughput.celery_chain.runs_per_s", [sizes.runs / e for e in elapsed], "runs/s"
+        )
+        report.median_figure(
+            "throughput.celery_chain.steps_per_s",
+            [sizes.runs * STEPS_PER_RUN / e for e in elapsed],
+            "steps/s",
+        )
+
+        for name, measure in (("continuum", phases.latencies), ("celery_chain", chain.latencies)):
+            rounds = [measure(sizes.latency_runs) for _ in range(sizes.repeats)]
+            for pct in (50, 95):
+                report.median_figure(
+                    f"latency.{name}.p{pct}_ms",
+                    [percentile(r, pct) * 1000 for r in rounds],
+                    "ms",
+                )
+
+        for label, steps, repeats in (
+            ("short", sizes.short_steps, sizes.short_repeats),
+            ("long", sizes.long_steps, sizes.repeats),
+        ):
+            timeout = 60.0 + steps * 2.0
+            seconds = [phases.sequence_seconds(steps, timeout) for _ in range(repeats)]
+            report.note(f"history.continuum.{label}: one run of {steps} sequential activities")
+            report.median_figure(
+                f"history.continuum.{label}.ms_per_step",
+                [s * 1000 / steps for s in seconds],
+                "ms/step",
+            )
+    finally:
+        worker.stop()
+
+
+def measure_db_cost(
+    report: Report, sizes: Sizes, settings_dict: dict[str, Any], logs: Path
+) -> None:
+    """Statements and commits per step, counted inside a worker (and by pg_stat_database)."""
+    from django.conf import settings
+    from django.db import connection
+
+    from . import db, phases
+    from .workers import Worker
+
+    name = settings_dict["NAME"]
+    connection.close()
+    # Sessions that ended a moment ago (the last worker's, ours) may not have reported their
+    # commits to pg_stat_database yet: let them, or they would land inside this phase's delta.
+    time.sleep(1.0)
+    before = db.xact_commit(settings_dict, name)
+    worker = Worker(sizes.concurrency, logs / "worker-counting.log", {"BENCH_COUNT_SQL": "1"})
+    try:
+        worker.wait_ready()
+        costs = [
+            phases.db_cost(worker, sizes.dbcost_runs, f"dbcost-{i}", settings.CELERY_BROKER_URL)
+            for i in range(sizes.repeats)
+        ]
+    finally:
+        worker.stop()
+    connection.close()
+    time.sleep(1.0)  # every session has ended; let their statistics reach pg_stat_database
+    pg_commits = db.xact_commit(settings_dict, name) - before
+    steps = sum(c.steps for c in costs)
+    client_commits = sum(c.client_commits for c in costs)
+
+    report.median_figure(
+        "dbcost.continuum.commits_per_step", [c.total("commit") / c.steps for c in costs], "commits"
+    )
+    report.median_figure(
+        "dbcost.continuum.statements_per_step",
+        [c.total("statement") / c.steps for c in costs],
+        "statements",
+    )
+    report.figure(
+        "dbcost.continuum.pg_commits_per_step", (pg_commits - client_commits) / steps, "commits"
+    )
+    total: Counter[str] = Counter()
+    for cost in costs:
+        total.update(cost.worker)
+    whole = phases.DbCost(runs=sum(c.runs for c in costs), worker=total, client_commits=0)
+    for task, count in sorted(whole.tasks().items()):
+        if not task.startswith("continuum."):
+            continue  # the readiness ping
+        short = task.rsplit(".", 1)[-1]
+        report.figure(f"dbcost.detail.{short}.tasks_per_run", count / whole.runs, "tasks")
+        report.figure(
+            f"dbcost.detail.{short}.statements_per_task", whole.total("statement", task) / count, ""
+        )
+        report.figure(
+            f"dbcost.detail.{short}.commits_per_task", whole.total("commit", task) / count, ""
+        )
+        for shape, n in whole.shapes(task).most_common():
+            key = shape.lower().replace(" ", "_")
+            report.figure(f"dbcost.detail.{short}.{key}", n / count, "per task")
+
+
+def measure_raw(report: Report, sizes: Sizes, settings_dict: dict[str, Any]) -> None:
+    from . import db
+    from .peers import raw
+
+    conninfo = db.conninfo(settings_dict)
+    raw.create_tables(conninfo)
+    rates = [
+        raw.psycopg_tx_per_s(conninfo, sizes.concurrency, sizes.raw_seconds)
+        for _ in range(sizes.repeats)
+    ]
+    report.median_figure("raw.psycopg.tx_per_s", rates, "tx/s")
+    try:
+        rates = [
+            raw.pgbench_tx_per_s(settings_dict, sizes.concurrency, sizes.raw_seconds)
+            for _ in range(sizes.repeats)
+        ]
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        report.skip("raw.pgbench.tx_per_s", str(exc))
+    else:
+        report.median_figure("raw.pgbench.tx_per_s", rates, "tx/s")
+
+
+def measure_dbos(report: Report, sizes: Sizes, settings_dict: dict[str, Any], logs: Path) -> None:
+    from .peers import dbos
+
+    try:
+        found = dbos.run(
+            settings_dict, sizes.runs, sizes.repeats, sizes.latency_runs, logs / "dbos.log"
+        )
+    except dbos.Unavailable as exc:
+        report.skip("dbos", str(exc))
+        return
+    report.note(
+        f"dbos {found.version}, default settings, system database {settings_dict['NAME']}_dbos"
+    )
+    report.median_figure(
+        "throughput.dbos.runs_per_s", [sizes.runs / e for e in found.elapsed], "runs/s"
+    )
+    report.median_figure(
+        "throughput.dbos.steps_per_s",
+        [sizes.runs * STEPS_PER_RUN / e for e in found.elapsed],
+        "steps/s",
+    )
+    report.figure("latency.dbos.p50_ms", percentile(found.latencies, 50) * 1000, "ms")
+    report.figure("latency.dbos.p95_ms", percentile(found.latencies, 95) * 1000, "ms")
+    report.figure(
+        "dbcost.dbos.pg_commits_per_step",
+        found.commits / (found.workflows * STEPS_PER_RUN),
+        "commits",
+    )
+
+
+def ratios(report: Report) -> None:
+    report.line("")
+    report.note("ratios (figures of this run)")
+    tp = "throughput.{}.steps_per_s"
+    for peer in ("dbos", "celery_chain"):
+        report.ratio(f"steps_per_s.continuum_vs_{peer}", tp.format("continuum"), tp.format(peer))
+    for limit in ("psycopg", "pgbench"):
+        report.ratio(
+            f"steps_per_s.continuum_vs_raw_{limit}", tp.format("continuum"), f"raw.{limit}.tx_per_s"
+        )
+        report.ratio(f"steps_per_s.dbos_vs_raw_{limit}", tp.format("dbos"), f"raw.{limit}.tx_per_s")
+    report.ratio(
+        "history.long_vs_short_ms_per_step",
+        "history.continuum.long.ms_per_step",
+        "history.continuum.short.ms_per_step",
+    )
+    for pct in ("p50", "p95"):
+        for peer in ("celery_chain", "dbos"):
+            report.ratio(
+                f"latency_{pct}.continuum_vs_{peer}",
+                f"latency.continuum.{pct}_ms",
+                f"latency.{peer}.{pct}_ms",
+            )
+    report.ratio(
+        "commits_per_step.continuum_vs_dbos",
+        "dbcost.continuum.commits_per_step",
+        "dbcost.dbos.pg_commits_per_step",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
+    sizes = sizes_from(parse_args(argv))
+    logs = Path(tempfile.mkdtemp(prefix="continuum-bench-"))
+    report = Report()
+    settings_dict = setup()
+    header(report, sizes, settings_dict, logs)
+    measure_timed(report, sizes, logs)
+    measure_db_cost(report, sizes, settings_dict, logs)
+    measure_raw(report, sizes, settings_dict)
+    if sizes.dbos:
+        measure_dbos(report, sizes, settings_dict, logs)
+    else:
+        report.line("dbos: skipped (--smoke or --no-dbos)")
+    ratios(report)
+    report.targets()
+    report.line("")
+    report.figure("bench.wall_time", time.monotonic() - began, "s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
