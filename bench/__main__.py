@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -34,7 +35,7 @@ class Sizes:
     long_steps: int = 1000
     short_repeats: int = 5  # a 10-step run is short and noisy: a few more repeats
     dbcost_runs: int = 100
-    raw_seconds: float = 10.0
+    raw_seconds: float = 5.0
     concurrency: int = 2  # one prefork worker with one process per core
     dbos: bool = True
     label: str = "full"
@@ -117,9 +118,12 @@ def header(report: Report, sizes: Sizes, settings_dict: dict[str, Any], logs: Pa
     client.close()
     meminfo = Path("/proc/meminfo").read_text().split()
     ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024 / 1024
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
     report.note(f"continuum-django benchmark ({sizes.label})")
     report.note(
         f"machine: {os.cpu_count()} cores, {ram_gib:.1f} GiB RAM, {_cpu_model()}, "
@@ -305,7 +309,7 @@ def measure_raw(report: Report, sizes: Sizes, settings_dict: dict[str, Any]) -> 
 
 
 def measure_dbos(report: Report, sizes: Sizes, settings_dict: dict[str, Any], logs: Path) -> None:
-    from .peers import dbos
+    from .peers import dbos_runner as dbos
 
     try:
         found = dbos.run(
@@ -371,12 +375,18 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     settings_dict = setup()
     header(report, sizes, settings_dict, logs)
-    measure_timed(report, sizes, logs)
-    measure_db_cost(report, sizes, settings_dict, logs)
-    measure_raw(report, sizes, settings_dict)
+    plan: list[tuple[str, Callable[[], None]]] = [
+        ("continuum and celery chain", lambda: measure_timed(report, sizes, logs)),
+        ("database cost", lambda: measure_db_cost(report, sizes, settings_dict, logs)),
+        ("raw database", lambda: measure_raw(report, sizes, settings_dict)),
+    ]
     if sizes.dbos:
-        measure_dbos(report, sizes, settings_dict, logs)
-    else:
+        plan.append(("dbos", lambda: measure_dbos(report, sizes, settings_dict, logs)))
+    for name, measure in plan:
+        phase_began = time.monotonic()
+        measure()
+        report.note(f"phase {name}: {time.monotonic() - phase_began:.0f} s")
+    if not sizes.dbos:
         report.line("dbos: skipped (--smoke or --no-dbos)")
     ratios(report)
     report.targets()
