@@ -164,50 +164,22 @@ def measure_timed(report: Report, sizes: Sizes, logs: Path) -> None:
         worker.wait_ready()
         phases.throughput(worker, min(sizes.runs, 20), "warm-up")
         chain.throughput(min(sizes.runs, 20))
-
         rss_start = worker.rss_kib()
-        elapsed = [
-            phases.throughput(worker, sizes.runs, f"throughput-{i}") for i in range(sizes.repeats)
-        ]
-        rss_end = worker.rss_kib()
-        report.median_figure(
-            "throughput.continuum.runs_per_s", [sizes.runs / e for e in elapsed], "runs/s"
+        _throughput(
+            report,
+            "continuum",
+            sizes,
+            [phases.throughput(worker, sizes.runs, f"tp-{i}") for i in range(sizes.repeats)],
         )
-        report.median_figure(
-            "throughput.continuum.steps_per_s",
-            [sizes.runs * STEPS_PER_RUN / e for e in elapsed],
-            "steps/s",
+        _memory(report, rss_start, worker.rss_kib())
+        _throughput(
+            report,
+            "celery_chain",
+            sizes,
+            [chain.throughput(sizes.runs) for _ in range(sizes.repeats)],
         )
-        report.figure("memory.continuum.worker_rss_start", _mib(rss_start), "MiB")
-        report.figure("memory.continuum.worker_rss_end", _mib(rss_end), "MiB")
-        report.figure(
-            "memory.continuum.worker_rss_growth",
-            (_mib(rss_end) / _mib(rss_start) - 1) * 100,
-            "%",
-        )
-        report.figure(
-            "memory.continuum.largest_process_rss_end", max(rss_end.values()) / 1024, "MiB"
-        )
-
-        elapsed = [chain.throughput(sizes.runs) for _ in range(sizes.repeats)]
-        report.median_figure(
-            "throughput.celery_chain.runs_per_s", [sizes.runs / e for e in elapsed], "runs/s"
-        )
-        report.median_figure(
-            "throughput.celery_chain.steps_per_s",
-            [sizes.runs * STEPS_PER_RUN / e for e in elapsed],
-            "steps/s",
-        )
-
         for name, measure in (("continuum", phases.latencies), ("celery_chain", chain.latencies)):
-            rounds = [measure(sizes.latency_runs) for _ in range(sizes.repeats)]
-            for pct in (50, 95):
-                report.median_figure(
-                    f"latency.{name}.p{pct}_ms",
-                    [percentile(r, pct) * 1000 for r in rounds],
-                    "ms",
-                )
-
+            _latency(report, name, [measure(sizes.latency_runs) for _ in range(sizes.repeats)])
         for label, steps, repeats in (
             ("short", sizes.short_steps, sizes.short_repeats),
             ("long", sizes.long_steps, sizes.repeats),
@@ -222,6 +194,26 @@ def measure_timed(report: Report, sizes: Sizes, logs: Path) -> None:
             )
     finally:
         worker.stop()
+
+
+def _throughput(report: Report, name: str, sizes: Sizes, elapsed: list[float]) -> None:
+    runs = [sizes.runs / e for e in elapsed]
+    report.median_figure(f"throughput.{name}.runs_per_s", runs, "runs/s")
+    steps = [r * STEPS_PER_RUN for r in runs]
+    report.median_figure(f"throughput.{name}.steps_per_s", steps, "steps/s")
+
+
+def _latency(report: Report, name: str, rounds: list[list[float]]) -> None:
+    for pct in (50, 95):
+        found = [percentile(r, pct) * 1000 for r in rounds]
+        report.median_figure(f"latency.{name}.p{pct}_ms", found, "ms")
+
+
+def _memory(report: Report, start: dict[str, int], end: dict[str, int]) -> None:
+    report.figure("memory.continuum.worker_rss_start", _mib(start), "MiB")
+    report.figure("memory.continuum.worker_rss_end", _mib(end), "MiB")
+    report.figure("memory.continuum.worker_rss_growth", (_mib(end) / _mib(start) - 1) * 100, "%")
+    report.figure("memory.continuum.largest_process_rss_end", max(end.values()) / 1024, "MiB")
 
 
 def measure_db_cost(
@@ -276,10 +268,22 @@ def measure_db_cost(
         short = task.rsplit(".", 1)[-1]
         report.figure(f"dbcost.detail.{short}.tasks_per_run", count / whole.runs, "tasks")
         report.figure(
-            f"dbcost.detail.{short}.statements_per_task", whole.total("statement", task) / count, ""
+            f"dbcost.detail.{short}.statements_per_task",
+            whole.total("statement", task) / count,
+            "statements",
         )
         report.figure(
-            f"dbcost.detail.{short}.commits_per_task", whole.total("commit", task) / count, ""
+            f"dbcost.detail.{short}.commits_per_task",
+            whole.total("commit", task) / count,
+            "commits",
+        )
+        report.figure(
+            f"dbcost.detail.{short}.ms_per_task", whole.micros(task, "task_us") / count / 1000, "ms"
+        )
+        report.figure(
+            f"dbcost.detail.{short}.statement_ms_per_task",
+            whole.micros(task, "statement_us") / count / 1000,
+            "ms",
         )
         for shape, n in whole.shapes(task).most_common():
             key = shape.lower().replace(" ", "_")
@@ -321,16 +325,8 @@ def measure_dbos(report: Report, sizes: Sizes, settings_dict: dict[str, Any], lo
     report.note(
         f"dbos {found.version}, default settings, system database {settings_dict['NAME']}_dbos"
     )
-    report.median_figure(
-        "throughput.dbos.runs_per_s", [sizes.runs / e for e in found.elapsed], "runs/s"
-    )
-    report.median_figure(
-        "throughput.dbos.steps_per_s",
-        [sizes.runs * STEPS_PER_RUN / e for e in found.elapsed],
-        "steps/s",
-    )
-    report.figure("latency.dbos.p50_ms", percentile(found.latencies, 50) * 1000, "ms")
-    report.figure("latency.dbos.p95_ms", percentile(found.latencies, 95) * 1000, "ms")
+    _throughput(report, "dbos", sizes, found.elapsed)
+    _latency(report, "dbos", found.latencies)
     report.figure(
         "dbcost.dbos.pg_commits_per_step",
         found.commits / (found.workflows * STEPS_PER_RUN),

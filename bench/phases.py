@@ -110,6 +110,10 @@ class DbCost:
     def tasks(self) -> dict[str, int]:
         return {k.split("|")[0]: v for k, v in self.worker.items() if k.split("|")[1] == "tasks"}
 
+    def micros(self, task: str, what: str) -> int:
+        """``task_us`` (whole task bodies) or ``statement_us`` (inside statements), summed."""
+        return self.worker.get(f"{task}|time|{what}", 0)
+
     def shapes(self, task: str) -> Counter[str]:
         return Counter(
             {

@@ -8,6 +8,7 @@ Installed by bench/celery_app.py only when the worker's environment has BENCH_CO
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -57,11 +58,19 @@ class SqlCounter:
             self.counts[f"{self.task}|commit|autocommit"] += 1
         elif not any(entry[1] is self._committed for entry in connection.run_on_commit):
             connection.on_commit(self._committed)
-        return execute(sql, params, many, context)
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.counts[f"{self.task}|time|statement_us"] += _micros(began)
 
     def take(self) -> Counter[str]:
         counts, self.counts = self.counts, Counter()
         return counts
+
+
+def _micros(since: float) -> int:
+    return round((time.perf_counter() - since) * 1_000_000)
 
 
 def install_in_worker() -> None:
@@ -73,6 +82,7 @@ def install_in_worker() -> None:
 
     counter = SqlCounter()
     client: list[redis.Redis] = []
+    task_began = [0.0]
 
     @worker_process_init.connect(weak=False)
     def _install(**kwargs: Any) -> None:
@@ -82,10 +92,12 @@ def install_in_worker() -> None:
     @task_prerun.connect(weak=False)
     def _started(task: Any = None, **kwargs: Any) -> None:
         counter.task = getattr(task, "name", "other")
+        task_began[0] = time.perf_counter()
 
     @task_postrun.connect(weak=False)
     def _finished(task: Any = None, **kwargs: Any) -> None:
         counts = counter.take()
+        counts[f"{counter.task}|time|task_us"] += _micros(task_began[0])
         counts[f"{counter.task}|tasks|"] += 1
         counter.task = "other"
         if client:

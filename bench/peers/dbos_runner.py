@@ -27,7 +27,7 @@ class Unavailable(Exception):
 class DbosResult:
     version: str
     elapsed: list[float]
-    latencies: list[float]
+    latencies: list[list[float]]  # one list of single-run latencies per repeat
     workflows: int  # every workflow the process ran: warm-up, repeats and latency runs
     commits: int  # transactions committed in its system database over the whole process
 
@@ -102,6 +102,6 @@ def run(
         version=found["version"],
         elapsed=found["elapsed"],
         latencies=found["latencies"],
-        workflows=warm_up + runs * repeats + latency_runs,
+        workflows=warm_up + (runs + latency_runs) * repeats,
         commits=commits,
     )

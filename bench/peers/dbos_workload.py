@@ -2,7 +2,8 @@
 
 Usage: python dbos_workload.py SYSTEM_DATABASE_URL RUNS REPEATS LATENCY_RUNS
 Prints one JSON object: the seconds each repeat of RUNS workflows took (all started with
-`DBOS.start_workflow` from this process, then awaited) and the single-run latencies.
+`DBOS.start_workflow` from this process, then awaited) and, for each repeat, the latencies
+of LATENCY_RUNS single runs one after another.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ def main(url: str, runs: int, repeats: int, latency_runs: int) -> dict[str, Any]
             for handle in handles:
                 handle.get_result()
             elapsed.append(time.perf_counter() - started)
-        latencies = []
-        for i in range(latency_runs):
-            started = time.perf_counter()
-            DBOS.start_workflow(three_steps, i).get_result()
-            latencies.append(time.perf_counter() - started)
+        latencies: list[list[float]] = []
+        for _ in range(repeats):
+            latencies.append([])
+            for i in range(latency_runs):
+                started = time.perf_counter()
+                DBOS.start_workflow(three_steps, i).get_result()
+                latencies[-1].append(time.perf_counter() - started)
     finally:
         DBOS.destroy()
     return {"version": version("dbos"), "elapsed": elapsed, "latencies": latencies}
