@@ -357,11 +357,6 @@ def ratios(report: Report) -> None:
                 f"latency.continuum.{pct}_ms",
                 f"latency.{peer}.{pct}_ms",
             )
-    report.ratio(
-        "commits_per_step.continuum_vs_dbos",
-        "dbcost.continuum.commits_per_step",
-        "dbcost.dbos.pg_commits_per_step",
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
