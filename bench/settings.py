@@ -1,6 +1,5 @@
 """Settings of the benchmark: its own Postgres database and Redis db, workers keep connections."""
 
-import os
 from pathlib import Path
 
 import environ
@@ -26,8 +25,8 @@ DATABASES = {
         "BENCH_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/continuum_bench"
     )
 }
-# Workers keep their connection between tasks, as a production deployment would; no
-# health check, so that no extra `SELECT 1` runs at the start of every task.
+# Connections are kept (in workers, see CELERY_DB_REUSE_MAX below); no health check, so
+# that no extra `SELECT 1` runs before the first query of every task.
 DATABASES["default"]["CONN_MAX_AGE"] = 600
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -46,6 +45,3 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Defaults, except no beat entry: a bench worker runs no beat, nothing here needs the sweep.
 CONTINUUM = {"BEAT": False}
-
-# Set in the worker's environment by the database-cost phase only (bench/sqlcount.py).
-BENCH_COUNT_SQL = os.environ.get("BENCH_COUNT_SQL") == "1"
