@@ -81,6 +81,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "polling_interval": 0.1,
     }
+# Keep a worker's database connection across tasks: Celery's Django fix-up otherwise
+# closes it around every task (see docs/guides/deployment.md).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_BEAT_SCHEDULE_FILENAME = str(STATE_DIR / "celerybeat-schedule")
 
 # The admin shows payloads through this hook: card numbers never reach the screen.

@@ -53,9 +53,7 @@ TEMPLATES = [
 # pytest-django creates the test database (`test_<name>`) next to this one; the e2e
 # workers are pointed at that test database by tests/conftest.py.
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/test")}
-# Workers keep their connection between tasks, as a production deployment would.
 DATABASES["default"]["CONN_MAX_AGE"] = 60
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 
@@ -65,6 +63,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Redis db 9 is the suite's own: tests/conftest.py flushes it at the start of a session.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/9")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fix-up closes the database connection around every task unless told to
+# reuse it; reconnecting costs more than the task (see docs/guides/deployment.md).
+CELERY_DB_REUSE_MAX = 1000
 
 # Short leases and a quick sweep keep crash-recovery tests fast; tests still move lease
 # expiries and due times in the database rather than waiting for them.

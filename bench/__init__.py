@@ -1,0 +1,1 @@
+"""The benchmark suite of continuum-django: `python -m bench` (see bench/README.md)."""

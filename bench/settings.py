@@ -1,0 +1,47 @@
+"""Settings of the benchmark: its own Postgres database and Redis db, workers keep connections."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+SECRET_KEY = "bench-only-not-a-secret"
+DEBUG = False  # DEBUG would keep every query in memory: the worker's RSS would grow with it
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "continuum_django",
+    "bench",
+]
+
+# Dropped and recreated by every `python -m bench`; never point it at a database you keep.
+DATABASES = {
+    "default": env.db(
+        "BENCH_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/continuum_bench"
+    )
+}
+# Connections are kept (in workers, see CELERY_DB_REUSE_MAX below); no health check, so
+# that no extra `SELECT 1` runs before the first query of every task.
+DATABASES["default"]["CONN_MAX_AGE"] = 600
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Celery's Django fix-up closes every connection before and after each task, whatever
+# CONN_MAX_AGE says, unless CELERY_DB_REUSE_MAX is set: this keeps a worker's connection
+# for that many tasks (BENCH_CELERY_DB_REUSE_MAX=0 measures Celery's default, reconnecting).
+CELERY_DB_REUSE_MAX = env.int("BENCH_CELERY_DB_REUSE_MAX", default=1_000_000) or None
+
+# Redis db 14 is the benchmark's own: flushed at the start of every run.
+CELERY_BROKER_URL = env.str("BENCH_BROKER_URL", default="redis://127.0.0.1:6379/14")
+# Only the Celery-chain peer and the readiness ping keep results; continuum's tasks ignore them.
+CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+CELERY_TASK_IGNORE_RESULT = False
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Defaults, except no beat entry: a bench worker runs no beat, nothing here needs the sweep.
+CONTINUUM = {"BEAT": False}
