@@ -70,6 +70,8 @@ class Dispatch:
     # Work already leased to the writer, to do at once in the same process (no message).
     eager_activity: ActivityClaim | None = None
     eager_run: RunClaim | None = None
+    # Events the write appended (a journal may reuse them when it leases the run at once).
+    appended: list[Event] = field(default_factory=list)
 
     def merge(self, other: Dispatch) -> Dispatch:
         self.runs.extend(other.runs)

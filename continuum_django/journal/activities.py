@@ -19,7 +19,7 @@ from ..engine.journal import (
     timeout_error,
 )
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
-from .base import LEASED_TASK_FIELDS, OrmBase, activity_claim, lease_task
+from .base import LEASED_TASK_FIELDS, OrmBase, activity_claim, lease_task, to_event
 
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
@@ -105,7 +105,9 @@ class ActivityJournal(OrmBase):
                 # Advance the run right here: this worker takes its lease in this transaction
                 # (one UPDATE of the run carries both the wake-up and the lease).
                 dispatch.runs.remove((str(run.id), None))
-                dispatch.eager_run = self._lease_run(run, chain.owner, chain.lease_seconds, now)
+                dispatch.eager_run = self._lease_run(
+                    run, chain.owner, chain.lease_seconds, now, dispatch.appended
+                )
             return dispatch
 
     def _end_attempt(
@@ -156,7 +158,9 @@ class ActivityJournal(OrmBase):
                 payload={"error": error, "attempts": task.attempt},
             )
         task.save(update_fields=fields)
-        self._remember(str(run.id), self._append(run, [new], now))
+        rows = self._append(run, [new], now)
+        self._remember(str(run.id), rows)
+        dispatch.appended = [to_event(row) for row in rows]
         if not defer_wake:
             run.save(update_fields=self._wake(run, now, dispatch))
         else:

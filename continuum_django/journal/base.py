@@ -80,26 +80,46 @@ class OrmBase:
         self.using = using
         self._histories: OrderedDict[str, list[Event]] = OrderedDict()
 
-    def _history(self, run_id: str, last_seq: int) -> list[Event]:
-        """The run's events up to ``last_seq``, reading only those this process has not seen."""
-        cached = self._histories.pop(run_id, None)
-        if cached is None or len(cached) > last_seq or (cached and cached[-1].seq != len(cached)):
+    def _history(
+        self, run_id: str, last_seq: int, appended: list[Event] | None = None
+    ) -> list[Event]:
+        """The run's events up to ``last_seq``, reading only those this process has not seen.
+
+        Called inside the claiming transaction, which may itself have appended events (due
+        timers): the cache takes the result only once that transaction has committed, so
+        it never holds an event that was rolled back.
+        """
+        cached = self._histories.get(run_id) or []
+        if len(cached) > last_seq or (cached and cached[-1].seq != len(cached)):
             cached = []
-        if len(cached) < last_seq:
+        history = list(cached)
+        if appended and appended[0].seq == len(history) + 1 and appended[-1].seq == last_seq:
+            history.extend(appended)  # what this transaction just wrote: no need to read it
+        if len(history) < last_seq:
             rows = WorkflowEvent.objects.using(self.using).filter(
-                run__pk=run_id, seq__gt=len(cached)
+                run__pk=run_id, seq__gt=len(history)
             )
-            cached.extend(to_event(row) for row in rows.order_by("seq"))
-        self._histories[run_id] = cached
+            history.extend(to_event(row) for row in rows.order_by("seq"))
+        transaction.on_commit(lambda: self._keep(run_id, history), using=self.using)
+        return history
+
+    def _keep(self, run_id: str, history: list[Event]) -> None:
+        self._histories.pop(run_id, None)
+        self._histories[run_id] = history
         while len(self._histories) > self.HISTORY_CACHE_RUNS:
             self._histories.popitem(last=False)
-        return cached
 
     def _remember(self, run_id: str, rows: list[WorkflowEvent]) -> None:
-        """Add events this process just committed to its cached history of the run."""
-        cached = self._histories.get(run_id)
-        if cached is not None and rows and len(cached) + 1 == rows[0].seq:
-            cached.extend(to_event(row) for row in rows)
+        """Add events this transaction appends to the cached history, once it commits."""
+        events = [to_event(row) for row in rows]
+
+        def keep() -> None:
+            cached = self._histories.get(run_id)
+            if cached is not None and events and len(cached) + 1 == events[0].seq:
+                cached.extend(events)
+
+        if events:
+            transaction.on_commit(keep, using=self.using)
 
     def _atomic(self) -> transaction.Atomic:
         return transaction.atomic(using=self.using)
@@ -202,7 +222,12 @@ class OrmBase:
         return run
 
     def _lease_run(
-        self, run: WorkflowRun, owner: str, lease_seconds: float, now: dt.datetime
+        self,
+        run: WorkflowRun,
+        owner: str,
+        lease_seconds: float,
+        now: dt.datetime,
+        appended: list[Event] | None = None,
     ) -> RunClaim:
         run.lease_token += 1
         run.lease_owner = owner
@@ -210,9 +235,11 @@ class OrmBase:
         run.status = RunStatus.RUNNING
         claimed = ["lease_token", "status", "last_seq", "revision", "next_wakeup_at"]
         run.save(update_fields=[*claimed, *LEASE_FIELDS, "updated_at"])  # with any wake-up
-        return self._claim_of(run, now)
+        return self._claim_of(run, now, appended)
 
-    def _claim_of(self, run: WorkflowRun, now: dt.datetime) -> RunClaim:
+    def _claim_of(
+        self, run: WorkflowRun, now: dt.datetime, appended: list[Event] | None = None
+    ) -> RunClaim:
         mailbox = []
         if getattr(run, "unread", True):
             signals = Signal.objects.using(self.using).filter(
@@ -229,7 +256,7 @@ class OrmBase:
             parent_run_id=str(run.parent_run_id) if run.parent_run_id else None,
             workflow_name=run.workflow_name,
             version=run.workflow_version,
-            history=self._history(str(run.id), run.last_seq),
+            history=self._history(str(run.id), run.last_seq, appended),
             mailbox=mailbox,
             now=now,
         )
