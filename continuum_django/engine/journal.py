@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .context import BufferedSignal
 from .events import Event, EventType
+from .exceptions import LeaseLost
 from .replay import Activation
 from .retry import RetryPolicy
 
@@ -59,6 +60,22 @@ class ActivityClaim:
     @property
     def idempotency_key(self) -> str:
         return f"{self.run_id}:{self.command_id}"
+
+    @classmethod
+    def of(cls, task: Any, reason: str = "") -> ActivityClaim:
+        """The claim on a task row (either journal's) as it stands, leased or expired."""
+        return cls(
+            task_id=task.id,
+            run_id=str(task.run_id),
+            command_id=task.command_id,
+            activity=task.activity,
+            args=task.args,
+            kwargs=task.kwargs,
+            attempt=task.attempt,
+            token=task.lease_token,
+            retry=RetryPolicy.from_json(task.retry),
+            timeout_reason=reason,
+        )
 
 
 @dataclass(slots=True)
@@ -359,3 +376,49 @@ def outcome_type(kind: str, *, failed: bool) -> str:
     if kind == "compensation":
         return EventType.COMPENSATION_FAILED if failed else EventType.COMPENSATION_COMPLETED
     return EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
+
+
+class TaskState(Protocol):
+    """The columns of an activity task that decide whether its attempt still holds the lease."""
+
+    status: str
+    lease_token: int
+    lease_expires_at: dt.datetime | None
+    attempt_deadline: dt.datetime | None
+    heartbeat_deadline: dt.datetime | None
+    schedule_deadline: dt.datetime | None
+
+
+T = TypeVar("T", bound=TaskState)
+
+
+def check_attempt(task: T | None, claim: ActivityClaim, now: dt.datetime) -> T:
+    """``task``, or `LeaseLost` unless ``claim``'s attempt still holds its lease at ``now``."""
+    if (
+        task is None
+        or task.status != TaskStatus.RUNNING
+        or task.lease_token != claim.token
+        or task.lease_expires_at is None
+        or task.lease_expires_at <= now
+        or (task.attempt_deadline is not None and task.attempt_deadline <= now)
+    ):
+        raise LeaseLost(
+            f"attempt {claim.attempt} of activity task {claim.task_id} no longer holds its lease",
+            task_id=claim.task_id,
+        )
+    return task
+
+
+def expiry_reason(task: TaskState, now: dt.datetime) -> str:
+    """Why the task's attempt (or the task) has run out of time at ``now``, or ``""``."""
+    if task.schedule_deadline is not None and task.schedule_deadline <= now:
+        return "schedule_to_close"
+    if task.status != TaskStatus.RUNNING:
+        return ""
+    if task.attempt_deadline is not None and task.attempt_deadline <= now:
+        return "start_to_close"
+    if task.heartbeat_deadline is not None and task.heartbeat_deadline <= now:
+        return "heartbeat"
+    if task.lease_expires_at is not None and task.lease_expires_at <= now:
+        return "lease"
+    return ""

@@ -24,8 +24,10 @@ from .journal import (
     StaleClaim,
     TaskStatus,
     VersionKeys,
+    check_attempt,
     child_outcome,
     child_run,
+    expiry_reason,
     on_versions,
     outcome_type,
     seconds_after,
@@ -35,7 +37,6 @@ from .journal import (
     timeout_error,
 )
 from .replay import Activation, Outcome
-from .retry import RetryPolicy
 
 
 @dataclass
@@ -277,20 +278,7 @@ class MemoryJournal:
         )
 
     def _activity_claim(self, task: MemoryTask, reason: str = "") -> ActivityClaim:
-        return ActivityClaim(
-            task_id=task.id,
-            run_id=task.run_id,
-            command_id=task.command_id,
-            activity=task.activity,
-            args=task.args,
-            kwargs=task.kwargs,
-            attempt=task.attempt,
-            token=task.lease_token,
-            retry=RetryPolicy.from_json(task.retry),
-            timeout_reason=reason,
-        )
-
-    # -- runs ----------------------------------------------------------------
+        return ActivityClaim.of(task, reason)
 
     def create_run(self, new: NewRun) -> tuple[str, bool, Dispatch]:
         with self._lock:
@@ -494,20 +482,7 @@ class MemoryJournal:
         return self._activity_claim(task)
 
     def _held_task(self, claim: ActivityClaim, now: dt.datetime) -> MemoryTask:
-        task = self.tasks[claim.task_id]
-        if (
-            task.status != TaskStatus.RUNNING
-            or task.lease_token != claim.token
-            or task.lease_expires_at is None
-            or task.lease_expires_at <= now
-            or (task.attempt_deadline is not None and task.attempt_deadline <= now)
-        ):
-            raise LeaseLost(
-                f"attempt {claim.attempt} of activity task {claim.task_id} no longer holds its "
-                "lease",
-                task_id=claim.task_id,
-            )
-        return task
+        return check_attempt(self.tasks[claim.task_id], claim, now)
 
     def renew_activity(
         self,
@@ -590,25 +565,12 @@ class MemoryJournal:
         self._wake(run, now, dispatch)
         return dispatch
 
-    def _expiry(self, task: MemoryTask, now: dt.datetime) -> str:
-        if task.schedule_deadline is not None and task.schedule_deadline <= now:
-            return "schedule_to_close"
-        if task.status != TaskStatus.RUNNING:
-            return ""
-        if task.attempt_deadline is not None and task.attempt_deadline <= now:
-            return "start_to_close"
-        if task.heartbeat_deadline is not None and task.heartbeat_deadline <= now:
-            return "heartbeat"
-        if task.lease_expires_at is not None and task.lease_expires_at <= now:
-            return "lease"
-        return ""
-
     def expired_activities(self, limit: int) -> list[ActivityClaim]:
         with self._lock:
             now = self.clock.now()
             found = []
             for task in self.tasks.values():
-                if task.status in TaskStatus.OPEN and (reason := self._expiry(task, now)):
+                if task.status in TaskStatus.OPEN and (reason := expiry_reason(task, now)):
                     found.append(self._activity_claim(task, reason))
             return found[:limit]
 
@@ -617,7 +579,7 @@ class MemoryJournal:
             now = self.clock.now()
             run = self._run(claim.run_id)
             task = self.tasks[claim.task_id]
-            reason = self._expiry(task, now)
+            reason = expiry_reason(task, now)
             if task.lease_token != claim.token or task.status not in TaskStatus.OPEN or not reason:
                 raise LeaseLost(f"activity task {task.id} changed since it expired")
             task.lease_token += 1

@@ -14,6 +14,8 @@ from ..engine.journal import (
     ActivityClaim,
     Dispatch,
     Eager,
+    check_attempt,
+    expiry_reason,
     outcome_type,
     seconds_after,
     timeout_error,
@@ -45,25 +47,6 @@ class ActivityJournal(OrmBase):
             task.save(update_fields=LEASED_TASK_FIELDS)
             return activity_claim(task)
 
-    @staticmethod
-    def _check_task(
-        task: ActivityTask | None, claim: ActivityClaim, now: dt.datetime
-    ) -> ActivityTask:
-        if (
-            task is None
-            or task.status != TaskStatus.RUNNING
-            or task.lease_token != claim.token
-            or task.lease_expires_at is None
-            or task.lease_expires_at <= now
-            or (task.attempt_deadline is not None and task.attempt_deadline <= now)
-        ):
-            raise LeaseLost(
-                f"attempt {claim.attempt} of activity task {claim.task_id} no longer holds its "
-                "lease",
-                task_id=claim.task_id,
-            )
-        return task
-
     def renew_activity(
         self,
         claim: ActivityClaim,
@@ -73,7 +56,7 @@ class ActivityJournal(OrmBase):
     ) -> bool:
         with self._atomic():
             task, now = self._lock_task(claim.task_id)
-            task = self._check_task(task, claim, now or dt.datetime.max)
+            task = check_attempt(task, claim, now or dt.datetime.max)
             assert now is not None
             task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
             fields = ["lease_expires_at"]
@@ -97,7 +80,7 @@ class ActivityJournal(OrmBase):
         with self._atomic():
             run, now = self._lock_run(claim.run_id)
             task, _ = self._lock_task(claim.task_id)
-            task = self._check_task(task, claim, now)
+            task = check_attempt(task, claim, now)
             free = run.lease_expires_at is None or run.lease_expires_at <= now
             chain = eager if eager and free and not run.park_reason else None
             dispatch = self._end_attempt(run, task, now, result, error, retry_delay, bool(chain))
@@ -167,20 +150,6 @@ class ActivityJournal(OrmBase):
             self._wake(run, now, dispatch)  # the caller saves the run once, with its lease
         return dispatch
 
-    @staticmethod
-    def _expiry(task: ActivityTask, now: dt.datetime) -> str:
-        if task.schedule_deadline is not None and task.schedule_deadline <= now:
-            return "schedule_to_close"
-        if task.status != TaskStatus.RUNNING:
-            return ""
-        if task.attempt_deadline is not None and task.attempt_deadline <= now:
-            return "start_to_close"
-        if task.heartbeat_deadline is not None and task.heartbeat_deadline <= now:
-            return "heartbeat"
-        if task.lease_expires_at is not None and task.lease_expires_at <= now:
-            return "lease"
-        return ""
-
     def expired_activities(self, limit: int) -> list[ActivityClaim]:
         now = Now()
         running_late = Q(status=TaskStatus.RUNNING) & (
@@ -194,13 +163,13 @@ class ActivityJournal(OrmBase):
             .filter(running_late | Q(status__in=OPEN_TASKS, schedule_deadline__lte=now))
             .order_by("id")[:limit]
         )
-        return [activity_claim(t, self._expiry(t, t.db_now)) for t in tasks]
+        return [activity_claim(t, expiry_reason(t, t.db_now)) for t in tasks]
 
     def time_out_activity(self, claim: ActivityClaim, retry_delay: float | None) -> Dispatch:
         with self._atomic():
             run, now = self._lock_run(claim.run_id)
             task, _ = self._lock_task(claim.task_id)
-            reason = self._expiry(task, now) if task else ""
+            reason = expiry_reason(task, now) if task else ""
             if (
                 task is None
                 or task.lease_token != claim.token

@@ -13,7 +13,6 @@ from ..engine.context import BufferedSignal
 from ..engine.events import Event, EventType, NewEvent
 from ..engine.exceptions import LeaseLost, RunNotFound
 from ..engine.journal import ActivityClaim, Dispatch, NewRun, RunClaim, seconds_after
-from ..engine.retry import RetryPolicy
 from ..models import (
     ActivityTask,
     RunStatus,
@@ -47,18 +46,7 @@ LEASED_TASK_FIELDS = [
 
 
 def activity_claim(task: ActivityTask, reason: str = "") -> ActivityClaim:
-    return ActivityClaim(
-        task_id=task.id,
-        run_id=str(task.run_id),
-        command_id=task.command_id,
-        activity=task.activity,
-        args=task.args,
-        kwargs=task.kwargs,
-        attempt=task.attempt,
-        token=task.lease_token,
-        retry=RetryPolicy.from_json(task.retry),
-        timeout_reason=reason,
-    )
+    return ActivityClaim.of(task, reason)
 
 
 def to_event(row: WorkflowEvent) -> Event:
