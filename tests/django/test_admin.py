@@ -43,7 +43,7 @@ def drive(run: continuum.RunHandle, activities: bool = True) -> None:
 def runs_in_every_state() -> dict[str, str]:
     """One run per status (and per park reason), made by the engine where it can."""
     runs: dict[str, str] = {}
-    runs["pending"] = continuum.start(wf.three_steps, args=[1], attributes={"customer": "cust-zq"}).id
+    runs["pending"] = continuum.start(wf.three_steps, args=[1], attributes={"customer": "zz-9"}).id
     done = wf.three_steps.start(2)
     drive(done)
     runs["completed"] = done.id
@@ -96,7 +96,7 @@ def test_changelist_shows_runs_in_every_state(
         ("parked=unknown_version", ["unknown_version"], ["drift"]),
         ("workflow_name=tests.waiter", ["suspended"], ["completed"]),
         ("namespace=default", ["pending", "completed"], []),
-        ("q=cust-zq", ["pending"], ["completed"]),  # an attribute value
+        ("q=zz-9", ["pending"], ["completed"]),  # an attribute value
     ],
 )
 def test_filters_and_search(
