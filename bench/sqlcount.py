@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 COUNTS_KEY = "bench:sql"
+_PARENTHESES = re.compile(r"\([^()]*\)")
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?([A-Za-z_][\w]*)"?', re.IGNORECASE)
 
 
@@ -24,6 +25,8 @@ def statement_shape(sql: str) -> str:
     upper = text.upper()
     if verb == "SELECT" and " FOR UPDATE" in upper:
         verb += " FOR UPDATE SKIP LOCKED" if "SKIP LOCKED" in upper else " FOR UPDATE"
+    while (outer := _PARENTHESES.sub("", text)) != text:  # drop subqueries and arguments
+        text = outer
     match = _TABLE.search(text)
     return f"{verb} {match.group(1)}" if match else verb
 
@@ -31,7 +34,8 @@ def statement_shape(sql: str) -> str:
 class SqlCounter:
     """A Django execute wrapper that counts statements and the transactions that commit.
 
-    A statement outside `atomic()` commits on its own (autocommit); the first statement
+    A statement outside `atomic()` commits on its own (autocommit) when it writes (a plain
+    read commits nothing: it is not counted); the first statement
     inside an atomic block registers an on-commit callback, which Django runs only if the
     outermost block commits, so rolled-back transactions are not counted.
     """
@@ -53,9 +57,11 @@ class SqlCounter:
         context: dict[str, Any],
     ) -> Any:
         connection = context["connection"]
-        self.counts[f"{self.task}|statement|{statement_shape(sql)}"] += 1
+        shape = statement_shape(sql)
+        self.counts[f"{self.task}|statement|{shape}"] += 1
         if not connection.in_atomic_block:
-            self.counts[f"{self.task}|commit|autocommit"] += 1
+            if not shape.startswith("SELECT"):  # a read on its own commits nothing
+                self.counts[f"{self.task}|commit|autocommit"] += 1
         elif not any(entry[1] is self._committed for entry in connection.run_on_commit):
             connection.on_commit(self._committed)
         began = time.perf_counter()

@@ -29,7 +29,12 @@ class ParkReason:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunClaim:
-    """A run leased to one worker, with what an activation needs."""
+    """A run leased to one worker, with what an activation needs.
+
+    An ``optimistic`` claim holds no lease: it is the run as read at ``revision``, and a
+    write on it goes through only if the run is still at that revision and nobody holds
+    its lease (`StaleClaim` otherwise, and nothing is written).
+    """
 
     run_id: str
     token: int
@@ -40,6 +45,19 @@ class RunClaim:
     history: list[Event]
     mailbox: list[BufferedSignal]
     now: dt.datetime
+    optimistic: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Speculation:
+    """The advance an activity's result leads to, replayed before that result is written:
+    ``claim`` is the run as its last activation left it plus the result's event. A journal
+    writes the result and ``activation`` in one transaction if the run has not changed
+    since; otherwise it writes the result alone and the run advances the usual way."""
+
+    claim: RunClaim
+    activation: Activation
+    eager: Eager | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +74,7 @@ class ActivityClaim:
     token: int
     retry: RetryPolicy
     timeout_reason: str = ""
+    kind: str = "activity"
 
     @property
     def idempotency_key(self) -> str:
@@ -75,6 +94,7 @@ class ActivityClaim:
             token=task.lease_token,
             retry=RetryPolicy.from_json(task.retry),
             timeout_reason=reason,
+            kind=task.kind,
         )
 
 
@@ -89,6 +109,10 @@ class Dispatch:
     eager_run: RunClaim | None = None
     # Events the write appended (a journal may reuse them when it leases the run at once).
     appended: list[Event] = field(default_factory=list)
+    # The outcome of the activation a `Speculation` wrote (None: it was not written).
+    advanced: str | None = None
+    # The run as an activation that suspended it left it, for speculating its next step.
+    basis: RunClaim | None = None
 
     def merge(self, other: Dispatch) -> Dispatch:
         self.runs.extend(other.runs)
@@ -226,6 +250,11 @@ class Journal(Protocol):
         """Lease a runnable run (firing its due timers first); None when it is not claimable."""
         ...
 
+    def snapshot_run(self, run_id: str) -> RunClaim | None:
+        """The run as it stands, as an optimistic claim (no lease, nothing written), when it
+        is runnable now; None otherwise, or when the journal offers no such claims."""
+        ...
+
     def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
         """Reload history and mailbox under the same lease (raises `LeaseLost`)."""
         ...
@@ -270,8 +299,12 @@ class Journal(Protocol):
         error: dict[str, Any] | None = None,
         retry_delay: float | None = None,
         eager: Eager | None = None,
+        then: Speculation | None = None,
     ) -> Dispatch:
-        """Record an attempt's end under its lease: completed, retry later, or failed for good."""
+        """Record an attempt's end under its lease: completed, retry later, or failed for good.
+
+        With ``then``, also write its activation in the same transaction when the run is
+        unchanged (`Dispatch.advanced` tells; a journal may always decline)."""
         ...
 
     def expired_activities(self, limit: int) -> list[ActivityClaim]:

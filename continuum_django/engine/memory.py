@@ -21,6 +21,7 @@ from .journal import (
     ParkReason,
     RunClaim,
     RunStatus,
+    Speculation,
     StaleClaim,
     TaskStatus,
     VersionKeys,
@@ -294,6 +295,10 @@ class MemoryJournal:
             run = self._insert(new, self.clock.now(), dispatch)
             return run.id, True, dispatch
 
+    def snapshot_run(self, run_id: str) -> None:
+        """No optimistic claims: runs advance under a lease (see `Journal.snapshot_run`)."""
+        return None
+
     def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
         with self._lock:
             run = self.runs.get(str(run_id))
@@ -508,7 +513,9 @@ class MemoryJournal:
         error: dict[str, Any] | None = None,
         retry_delay: float | None = None,
         eager: Eager | None = None,
+        then: Speculation | None = None,
     ) -> Dispatch:
+        # ``then`` is declined: in memory a step costs no round trips worth saving.
         with self._lock:
             now = self.clock.now()
             run = self._run(claim.run_id)

@@ -5,16 +5,20 @@ Pure: the Celery tasks and the in-memory test runner both drive this class.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import random
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from . import codec
 from .context import EngineConfig
 from .definitions import Registry
 from .definitions import registry as default_registry
+from .events import Event
 from .exceptions import LeaseLost, UnknownActivity, UnknownWorkflow
 from .journal import (
     ActivityClaim,
@@ -23,15 +27,35 @@ from .journal import (
     Journal,
     ParkReason,
     RunClaim,
+    Speculation,
     StaleClaim,
     VersionKeys,
+    outcome_type,
 )
-from .replay import Outcome, advance
+from .replay import Activation, Outcome, advance
 from .retry import error_payload
 
 logger = logging.getLogger("continuum")
 
 MAX_STALE_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What an advance left: its outcome, the activity attempt it leased to this worker, and
+    the run as it left it (to speculate the next advance from)."""
+
+    outcome: str
+    task: ActivityClaim | None = None
+    basis: RunClaim | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How an activity attempt's body ended: its encoded result, or its error payload."""
+
+    result: Any = None
+    error: dict[str, Any] | None = None
 
 
 class Dispatcher(Protocol):
@@ -65,34 +89,56 @@ class ActivityContext:
         return self._cancelled.is_set()
 
 
-class _LeaseKeeper(threading.Thread):
-    """Renews an activity attempt's lease while its body runs."""
+class _LeaseKeeper:
+    """Renews the leases of the activity attempts running in this process, on one thread.
 
-    def __init__(self, runtime: Runtime, claim: ActivityClaim, context: ActivityContext) -> None:
-        super().__init__(name=f"continuum-lease-{claim.task_id}", daemon=True)
+    The thread starts with the first attempt (in the process that runs it: a prefork
+    child, not the parent that forked it) and sleeps while none is running.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._claim = claim
-        self._context = context
-        self._stopping = threading.Event()
+        self._held: dict[int, tuple[ActivityClaim, ActivityContext]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
 
-    def run(self) -> None:
+    def hold(self, claim: ActivityClaim, context: ActivityContext) -> None:
+        with self._lock:
+            self._held[claim.task_id] = (claim, context)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._renew_forever, name="continuum-leases", daemon=True
+                )
+                self._thread.start()
+
+    def release(self, claim: ActivityClaim) -> None:
+        with self._lock:
+            self._held.pop(claim.task_id, None)
+
+    def _renew_forever(self) -> None:
         interval = max(self._runtime.lease_seconds / 3, 0.05)
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                held = list(self._held.values())
+            if held:
+                self._renew(held)
+
+    def _renew(self, held: list[tuple[ActivityClaim, ActivityContext]]) -> None:
         journal = self._runtime.journal
         try:
-            while not self._stopping.wait(interval):
+            for claim, context in held:
                 try:
-                    if journal.renew_activity(self._claim, self._runtime.lease_seconds):
-                        self._context._cancelled.set()
+                    if journal.renew_activity(claim, self._runtime.lease_seconds):
+                        context._cancelled.set()
                 except LeaseLost:
-                    return
+                    self.release(claim)
                 except Exception:
-                    logger.exception("renewing the lease of activity task %s", self._claim.task_id)
+                    logger.exception("renewing the lease of activity task %s", claim.task_id)
         finally:
-            journal.on_thread_exit()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join()
+            journal.on_thread_exit()  # no idle connection kept between rounds
 
 
 @dataclass(slots=True)
@@ -111,23 +157,37 @@ class Runtime:
     # it hands the run back to the broker, so that one long run does not hold a worker slot.
     eager_steps: int = 50
 
+    _leases: _LeaseKeeper = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._leases = _LeaseKeeper(self)
+
     # -- advance -------------------------------------------------------------
 
     def advance_run(self, run_id: str) -> str:
-        """Claim the run, replay it and journal what the code decided. Returns the outcome."""
-        claim = self.journal.claim_run(run_id, self.worker_id, self.lease_seconds)
-        if claim is None:
-            return "skipped"
-        return self._drive(claim, self.eager_steps)
+        """Replay the run and journal what the code decided. Returns the outcome.
+
+        First optimistically, from the run as it stands (no lease, one transaction); when
+        the journal offers no snapshot or the run changed meanwhile, under a lease.
+        """
+        eager = self.eager_steps > 1
+        step: _Step | None = None
+        snapshot = self.journal.snapshot_run(run_id)
+        if snapshot is not None:
+            step = self._advance_optimistically(snapshot, eager)
+        if step is None:
+            claim = self.journal.claim_run(run_id, self.worker_id, self.lease_seconds)
+            step = _Step("skipped") if claim is None else self._advance(claim, eager)
+        return self._chain(step, self.eager_steps - 1)
 
     def execute_activity(self, task_id: int) -> str:
         """Run one attempt of an activity task under its lease and record how it ended."""
         claim = self.journal.claim_activity(task_id, self.worker_id, self.lease_seconds)
         if claim is None:
             return "skipped"
-        outcome, dispatch = self._execute(claim, eager=True)
-        if dispatch is not None and dispatch.eager_run is not None:
-            self._drive(dispatch.eager_run, self.eager_steps)
+        outcome, step = self._complete(claim, None, self.eager_steps)
+        if step is not None:
+            self._chain(step, self.eager_steps - 1)
         return outcome
 
     def _eager(self, allowed: bool) -> Eager | None:
@@ -137,21 +197,98 @@ class Runtime:
             owner=self.worker_id, queue=self.config.default_queue, lease_seconds=self.lease_seconds
         )
 
-    def _drive(self, claim: RunClaim, budget: int) -> str:
-        """Advance the run, then keep going in this process while each step hands over the
-        next one already leased (its activity, then the run the activity woke)."""
-        outcome = "skipped"
-        next_claim: RunClaim | None = claim
-        while next_claim is not None:
-            budget -= 1
-            outcome, task = self._advance(next_claim, eager=budget > 0)
-            next_claim = None
-            if task is not None:
-                _, dispatch = self._execute(task, eager=budget > 0)
-                next_claim = dispatch.eager_run if dispatch is not None else None
-        return outcome
+    def _chain(self, step: _Step, budget: int) -> str:
+        """Keep going in this process while each step hands over the next one already leased
+        (an activity, then the advance of the run it wakes). Returns the last advance's outcome.
 
-    def _advance(self, claim: RunClaim, eager: bool) -> tuple[str, ActivityClaim | None]:
+        ``budget`` counts the advances this Celery task may still chain before it hands the
+        run back to the broker, so that one long run does not hold a worker slot.
+        """
+        while step.task is not None:
+            _, following = self._complete(step.task, step.basis, budget)
+            if following is None:
+                break
+            step = following
+            budget -= 1
+        return step.outcome
+
+    def _complete(
+        self, claim: ActivityClaim, basis: RunClaim | None, budget: int
+    ) -> tuple[str, _Step | None]:
+        """Run the attempt, record how it ended and, when that wakes the run and ``budget``
+        allows, advance the run at once.
+
+        With ``basis`` (the run as its last activation left it) the advance is replayed
+        before the result is written, and both commit together if the run did not change
+        meanwhile. Returns the attempt's outcome and the advance (None when there was none).
+        """
+        started = time.monotonic()
+        context = ActivityContext(self, claim)
+        self._leases.hold(claim, context)
+        try:  # the lease is kept until the outcome is written, speculation included
+            ended = self._run_body(claim, context)
+            speculation = None
+            if budget > 0 and basis is not None and ended.error is None:
+                speculation = self._speculate(claim, ended, basis, started, budget > 1)
+            outcome, dispatch = self._finish(claim, ended, budget > 0, speculation)
+        finally:
+            self._leases.release(claim)
+        if dispatch is None:
+            return outcome, None
+        if dispatch.advanced is not None:
+            return outcome, _Step(dispatch.advanced, dispatch.eager_activity, dispatch.basis)
+        if dispatch.eager_run is None:
+            return outcome, None
+        return outcome, self._advance(dispatch.eager_run, budget > 1)
+
+    def _speculate(
+        self, claim: ActivityClaim, ended: _Ended, basis: RunClaim, since: float, eager: bool
+    ) -> Speculation | None:
+        """The activation the run will make once the attempt's result is in its history."""
+        event = Event(
+            seq=len(basis.history) + 1,
+            type=outcome_type(claim.kind, failed=False),
+            command_id=claim.command_id,
+            payload={"result": ended.result},
+        )
+        # The journal's clock, moved on by the time the body took (the advance sees it).
+        now = basis.now + dt.timedelta(seconds=time.monotonic() - since)
+        speculative = replace(basis, history=[*basis.history, event], now=now)
+        activation = self._activation(speculative)
+        if activation is None:
+            return None
+        return Speculation(claim=speculative, activation=activation, eager=self._eager(eager))
+
+    def _activation(self, claim: RunClaim) -> Activation | None:
+        """Replay the run; None when this worker lacks its version or the code drifted."""
+        try:
+            definition = self.registry.workflow(claim.workflow_name, claim.version)
+        except UnknownWorkflow:
+            return None
+        activation = advance(
+            definition,
+            run_id=claim.run_id,
+            history=claim.history,
+            mailbox=claim.mailbox,
+            now=claim.now,
+            config=self.config,
+        )
+        return None if activation.outcome == Outcome.DRIFT else activation
+
+    def _advance_optimistically(self, claim: RunClaim, eager: bool) -> _Step | None:
+        """Advance from a snapshot; None when the run changed (or must park): nothing written."""
+        activation = self._activation(claim)
+        if activation is None:
+            return None  # parking needs the lease
+        try:
+            dispatch = self.journal.commit_activation(claim, activation, self._eager(eager))
+        except (StaleClaim, LeaseLost):
+            return None
+        self.dispatcher.send(dispatch)
+        return _Step(activation.outcome, dispatch.eager_activity, dispatch.basis)
+
+    def _advance(self, claim: RunClaim, eager: bool) -> _Step:
+        """Replay the run leased by ``claim`` and journal its activation (or park it)."""
         run_id = claim.run_id
         try:
             for _ in range(MAX_STALE_RETRIES):
@@ -161,7 +298,7 @@ class Runtime:
                     detail = self._missing_version(claim.workflow_name, claim.version)
                     logger.warning("run %s parked: %s", run_id, detail)
                     self.journal.park_run(claim, ParkReason.UNKNOWN_VERSION, detail)
-                    return "parked", None
+                    return _Step("parked")
                 activation = advance(
                     definition,
                     run_id=claim.run_id,
@@ -173,18 +310,18 @@ class Runtime:
                 if activation.outcome == Outcome.DRIFT:
                     logger.error("run %s parked: %s", run_id, activation.drift)
                     self.journal.park_run(claim, ParkReason.DRIFT, activation.drift or "")
-                    return "parked", None
+                    return _Step("parked")
                 try:
                     dispatch = self.journal.commit_activation(claim, activation, self._eager(eager))
                 except StaleClaim:
                     claim = self.journal.refresh_claim(claim, self.lease_seconds)
                     continue
                 self.dispatcher.send(dispatch)
-                return activation.outcome, dispatch.eager_activity
+                return _Step(activation.outcome, dispatch.eager_activity, dispatch.basis)
             raise RuntimeError(f"run {run_id} kept changing under its lease; gave up this time")
         except LeaseLost:
             logger.warning("lost the lease of run %s; another worker carries on", run_id)
-            return "lease_lost", None
+            return _Step("lease_lost")
 
     def _missing_version(self, name: str, version: int) -> str:
         carried = sorted(v for n, v in self.registry.workflows if n == name)
@@ -202,41 +339,45 @@ class Runtime:
 
     # -- activities ----------------------------------------------------------
 
-    def _execute(self, claim: ActivityClaim, eager: bool) -> tuple[str, Dispatch | None]:
-        """Run the attempt's body under its lease and record how it ended."""
-        result: Any = None
-        error: dict[str, Any] | None = None
+    def _run_body(self, claim: ActivityClaim, context: ActivityContext) -> _Ended:
+        """Run the attempt's body: its encoded result or its error."""
         try:
             definition = self.registry.activity(claim.activity)
         except UnknownActivity as exc:
-            error = error_payload(exc) | {"non_retryable": True}
-        else:
-            context = ActivityContext(self, claim)
-            keeper = _LeaseKeeper(self, claim, context)
-            keeper.start()
-            try:
-                args = codec.decode(claim.args)
-                kwargs = codec.decode(claim.kwargs)
-                if definition.wants_context:
-                    kwargs["activity_context"] = context
-                value = definition.fn(*args, **kwargs)
-                result = codec.encode(
+            return _Ended(error=error_payload(exc) | {"non_retryable": True})
+        try:
+            args = codec.decode(claim.args)
+            kwargs = codec.decode(claim.kwargs)
+            if definition.wants_context:
+                kwargs["activity_context"] = context
+            value = definition.fn(*args, **kwargs)
+            return _Ended(
+                result=codec.encode(
                     value,
                     what=f"result of activity {claim.activity!r}",
                     max_bytes=self.config.max_payload_bytes,
                 )
-            except Exception as exc:
-                error = error_payload(exc)
-            finally:
-                keeper.stop()
-        retry_delay = self._retry_delay(claim, error)
+            )
+        except Exception as exc:
+            return _Ended(error=error_payload(exc))
+
+    def _finish(
+        self,
+        claim: ActivityClaim,
+        ended: _Ended,
+        eager: bool,
+        speculation: Speculation | None = None,
+    ) -> tuple[str, Dispatch | None]:
+        """Record how the attempt ended (and the speculated advance, when it still holds)."""
+        retry_delay = self._retry_delay(claim, ended.error)
         try:
             dispatch = self.journal.finish_activity(
                 claim,
-                result=result,
-                error=error,
+                result=ended.result,
+                error=ended.error,
                 retry_delay=retry_delay,
                 eager=self._eager(eager),
+                then=speculation,
             )
         except LeaseLost:
             logger.warning(
@@ -246,7 +387,7 @@ class Runtime:
             )
             return "lease_lost", None
         self.dispatcher.send(dispatch)
-        if error is None:
+        if ended.error is None:
             return "completed", dispatch
         return ("retrying" if retry_delay is not None else "failed"), dispatch
 

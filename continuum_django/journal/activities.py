@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
+from django.db import connections
 from django.db.models import Q
 from django.db.models.functions import Now
 
@@ -14,23 +16,26 @@ from ..engine.journal import (
     ActivityClaim,
     Dispatch,
     Eager,
+    Speculation,
     check_attempt,
     expiry_reason,
     outcome_type,
     seconds_after,
     timeout_error,
 )
-from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
+from ..models import TERMINAL, ActivityTask, RunStatus, TaskStatus, WorkflowRun
 from .base import LEASED_TASK_FIELDS, OrmBase, activity_claim, lease_task, to_event
 
+FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
 
 class ActivityJournal(OrmBase):
+    _apply: Callable[..., Dispatch]  # RunJournal's: writes an activation (see OrmJournal)
+
     def _lock_task(self, task_id: int) -> tuple[ActivityTask | None, dt.datetime | None]:
-        tasks = ActivityTask.objects.using(self.using).select_for_update().annotate(db_now=Now())
-        task = tasks.filter(pk=task_id).first()
-        return task, (task.db_now if task else None)
+        locked = self.sql.lock(ActivityTask, task_id)
+        return locked if locked is not None else (None, None)
 
     def claim_activity(
         self, task_id: int, owner: str, lease_seconds: float
@@ -44,7 +49,7 @@ class ActivityJournal(OrmBase):
             if task.schedule_deadline is not None and task.schedule_deadline <= now:
                 return None
             lease_task(task, owner, lease_seconds, now)
-            task.save(update_fields=LEASED_TASK_FIELDS)
+            self.sql.update(task, LEASED_TASK_FIELDS)
             return activity_claim(task)
 
     def renew_activity(
@@ -65,7 +70,7 @@ class ActivityJournal(OrmBase):
                 task.heartbeat_at = now
                 task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
                 fields += ["heartbeat_details", "heartbeat_at", "heartbeat_deadline"]
-            task.save(update_fields=fields)
+            self.sql.update(task, fields)
             return task.cancel_requested
 
     def finish_activity(
@@ -76,14 +81,31 @@ class ActivityJournal(OrmBase):
         error: dict[str, Any] | None = None,
         retry_delay: float | None = None,
         eager: Eager | None = None,
+        then: Speculation | None = None,
     ) -> Dispatch:
         with self._atomic():
+            then = then if error is None else None
+            if then is not None and then.activation.outcome in FINAL and then.claim.parent_run_id:
+                self._lock_run(then.claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
-            task, _ = self._lock_task(claim.task_id)
-            task = check_attempt(task, claim, now)
             free = run.lease_expires_at is None or run.lease_expires_at <= now
             chain = eager if eager and free and not run.park_reason else None
-            dispatch = self._end_attempt(run, task, now, result, error, retry_delay, bool(chain))
+            if error is None and run.status not in TERMINAL:
+                self._complete_attempt(claim, result, now)
+                new = NewEvent(
+                    type=outcome_type(claim.kind, failed=False),
+                    command_id=claim.command_id,
+                    payload={"result": result},
+                )
+                if then is not None and self._holds(run, then, now):
+                    return self._advance_with(run, new, then, now)
+                dispatch = self._journal_outcome(run, new, now, bool(chain))
+            else:
+                task, _ = self._lock_task(claim.task_id)
+                task = check_attempt(task, claim, now)
+                dispatch = self._end_attempt(
+                    run, task, now, result, error, retry_delay, bool(chain)
+                )
             if chain and (str(run.id), None) in dispatch.runs:
                 # Advance the run right here: this worker takes its lease in this transaction
                 # (one UPDATE of the run carries both the wake-up and the lease).
@@ -92,6 +114,56 @@ class ActivityJournal(OrmBase):
                     run, chain.owner, chain.lease_seconds, now, dispatch.appended
                 )
             return dispatch
+
+    def _holds(self, run: WorkflowRun, then: Speculation, now: dt.datetime) -> bool:
+        """Whether the run is as the speculation assumed: unchanged since its last activation,
+        its mailbox empty, and the history one event short of the speculated one."""
+        return (
+            self._unchanged(run, then.claim, now)
+            and not run.unread  # type: ignore[attr-defined]
+            and len(then.claim.history) == run.last_seq + 1
+        )
+
+    def _advance_with(
+        self, run: WorkflowRun, result: NewEvent, then: Speculation, now: dt.datetime
+    ) -> Dispatch:
+        """Append the result and the speculated activation in one INSERT, then apply it."""
+        done = self._rows(run, [result], now)
+        made = self._rows(run, then.activation.events, then.claim.now)
+        self.sql.insert([*done, *made])
+        run.revision += 1  # the result woke the run (and the activation ends that wake-up)
+        known = then.claim.history[:-1]
+        dispatch = self._apply(
+            run, then.claim, then.activation, known, [*done, *made], made, now, then.eager
+        )
+        dispatch.advanced = then.activation.outcome
+        return dispatch
+
+    def _complete_attempt(self, claim: ActivityClaim, result: Any, now: dt.datetime) -> None:
+        """Record the attempt's result if it still holds its lease at ``now`` (the rule of
+        `check_attempt`), in one guarded UPDATE instead of reading the row first."""
+        quote = connections[self.using].ops.quote_name
+        task = ActivityTask(
+            id=claim.task_id, status=TaskStatus.COMPLETED, result=result, lease_owner=""
+        )
+        guard = (
+            f"{quote('status')} = %s AND {quote('lease_token')} = %s"
+            f" AND {quote('lease_expires_at')} > %s"
+            f" AND ({quote('attempt_deadline')} IS NULL OR {quote('attempt_deadline')} > %s)"
+        )
+        changed = self.sql.update(
+            task,
+            ["status", "result", "lease_owner", "lease_expires_at", "updated_at"],
+            guard,
+            [
+                ("status", TaskStatus.RUNNING),
+                ("lease_token", claim.token),
+                ("lease_expires_at", now),
+                ("attempt_deadline", now),
+            ],
+        )
+        if changed != 1:
+            check_attempt(None, claim, now)  # raises LeaseLost
 
     def _end_attempt(
         self,
@@ -111,7 +183,7 @@ class ActivityJournal(OrmBase):
             # Kept on the task for operators; the finished run's history takes nothing more.
             task.status = TaskStatus.CANCELLED
             task.result, task.error = result, error
-            task.save(update_fields=[*fields, "result", "error"])
+            self.sql.update(task, [*fields, "result", "error"])
             return dispatch
         if error is None:
             task.status = TaskStatus.COMPLETED
@@ -131,7 +203,7 @@ class ActivityJournal(OrmBase):
             ):
                 task.status = TaskStatus.SCHEDULED
                 task.next_attempt_at = retry_at
-                task.save(update_fields=[*fields, "next_attempt_at"])
+                self.sql.update(task, [*fields, "next_attempt_at"])
                 dispatch.activities.append((task.id, task.queue, retry_at))
                 return dispatch
             task.status = TaskStatus.FAILED
@@ -140,12 +212,24 @@ class ActivityJournal(OrmBase):
                 command_id=task.command_id,
                 payload={"error": error, "attempts": task.attempt},
             )
-        task.save(update_fields=fields)
+        self.sql.update(task, fields)
+        return self._journal_outcome(run, new, now, defer_wake, dispatch)
+
+    def _journal_outcome(
+        self,
+        run: WorkflowRun,
+        new: NewEvent,
+        now: dt.datetime,
+        defer_wake: bool,
+        dispatch: Dispatch | None = None,
+    ) -> Dispatch:
+        """Append the event that says how a task ended, and wake the run."""
+        dispatch = Dispatch() if dispatch is None else dispatch
         rows = self._append(run, [new], now)
         self._remember(str(run.id), rows)
         dispatch.appended = [to_event(row) for row in rows]
         if not defer_wake:
-            run.save(update_fields=self._wake(run, now, dispatch))
+            self._save_run(run, self._wake(run, now, dispatch))
         else:
             self._wake(run, now, dispatch)  # the caller saves the run once, with its lease
         return dispatch

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
+from typing import NamedTuple
 
 from django.db import connections, transaction
-from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 
 from ..engine.context import BufferedSignal
@@ -14,6 +14,7 @@ from ..engine.events import Event, EventType, NewEvent
 from ..engine.exceptions import LeaseLost, RunNotFound
 from ..engine.journal import ActivityClaim, Dispatch, NewRun, RunClaim, seconds_after
 from ..models import (
+    TERMINAL,
     ActivityTask,
     RunStatus,
     Signal,
@@ -22,6 +23,9 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
+from .lean import Statements
+
+EVENT_COLUMNS = ["seq", "type", "command_id", "payload", "created_at"]
 
 # Fields a wake-up changes, for save(update_fields=...).
 WAKE_FIELDS = ["revision", "next_wakeup_at", "last_seq", "updated_at"]
@@ -59,6 +63,13 @@ def to_event(row: WorkflowEvent) -> Event:
     )
 
 
+class LooseEnds(NamedTuple):
+    scheduled: bool  # activity tasks not started yet
+    running: bool  # activity attempts under way
+    timers: bool  # timers not fired yet
+    children: bool  # child runs not ended yet
+
+
 class OrmBase:
     # Histories kept per worker process: events are append-only, so a cached prefix stays
     # true and a claim loads only the events after it.
@@ -66,6 +77,7 @@ class OrmBase:
 
     def __init__(self, using: str = "default") -> None:
         self.using = using
+        self.sql = Statements(using)
         self._histories: OrderedDict[str, list[Event]] = OrderedDict()
 
     def _history(
@@ -84,10 +96,17 @@ class OrmBase:
         if appended and appended[0].seq == len(history) + 1 and appended[-1].seq == last_seq:
             history.extend(appended)  # what this transaction just wrote: no need to read it
         if len(history) < last_seq:
-            rows = WorkflowEvent.objects.using(self.using).filter(
-                run__pk=run_id, seq__gt=len(history)
+            rows = self.sql.rows(
+                WorkflowEvent,
+                EVENT_COLUMNS,
+                [("run_id", "="), ("seq", ">"), ("seq", "<=")],
+                [run_id, len(history), last_seq],
+                order_by="seq",
             )
-            history.extend(to_event(row) for row in rows.order_by("seq"))
+            history.extend(
+                Event(seq=seq, type=type_, command_id=command, payload=payload, created_at=at)
+                for seq, type_, command, payload, at in rows
+            )
         transaction.on_commit(lambda: self._keep(run_id, history), using=self.using)
         return history
 
@@ -115,19 +134,43 @@ class OrmBase:
     def _runs(self):  # type: ignore[no-untyped-def]
         return WorkflowRun.objects.using(self.using)
 
-    def _lock_run(self, run_id: object) -> tuple[WorkflowRun, dt.datetime]:
-        """Lock the run's row; also read the database's clock, which decides every deadline."""
-        # Whether the mailbox holds unread signals comes with the lock: a claim reads the
-        # mailbox only then, one round trip fewer on the hot path.
-        unread = Signal.objects.using(self.using).filter(
-            run_id=OuterRef("pk"), consumed_by__isnull=True
+    def _save_run(self, run: WorkflowRun, fields: list[str]) -> None:
+        self.sql.update(run, fields)
+
+    def _lock_run(self, run_id: object, for_update: bool = True) -> tuple[WorkflowRun, dt.datetime]:
+        """Lock the run's row; also read the database's clock, which decides every deadline.
+
+        Whether the mailbox holds unread signals and whether a timer is due come with the
+        lock: a claim reads the mailbox or the timers only then. The payload columns that
+        writers never read stay behind (they load on access).
+        """
+        locked = self.sql.lock(
+            WorkflowRun,
+            run_id,
+            defer=("input", "result", "error"),
+            exists={"unread": self._unread_sql(), "due_timers": self._due_timers_sql()},
+            for_update=for_update,
         )
-        runs = self._runs().select_for_update().annotate(db_now=Now(), unread=Exists(unread))
-        # No ordering (one row) and none of the payload columns writers never read.
-        run = runs.filter(pk=run_id).order_by().defer("input", "result", "error").first()
-        if run is None:
+        if locked is None:
             raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
-        return run, run.db_now
+        run, now = locked
+        run.db_now = now  # type: ignore[attr-defined]
+        return run, now
+
+    def _unread_sql(self) -> str:
+        quote = connections[self.using].ops.quote_name
+        return (
+            f"SELECT 1 FROM {quote(Signal._meta.db_table)} s WHERE s.{quote('run_id')} = "
+            f"{{table}}.{quote('id')} AND s.{quote('consumed_by_id')} IS NULL"
+        )
+
+    def _due_timers_sql(self) -> str:
+        quote = connections[self.using].ops.quote_name
+        return (
+            f"SELECT 1 FROM {quote(Timer._meta.db_table)} t WHERE t.{quote('run_id')} = "
+            f"{{table}}.{quote('id')} AND NOT t.{quote('fired')} AND NOT t.{quote('cancelled')}"
+            f" AND t.{quote('fire_at')} <= {{now}}"
+        )
 
     def _tip_id(self, run_id: object) -> str:
         """The live end of the run's continue_as_new chain (the run itself when none)."""
@@ -141,6 +184,14 @@ class OrmBase:
     def _append(
         self, run: WorkflowRun, events: list[NewEvent], now: dt.datetime
     ) -> list[WorkflowEvent]:
+        rows = self._rows(run, events, now)
+        self.sql.insert(rows)
+        return rows
+
+    def _rows(
+        self, run: WorkflowRun, events: list[NewEvent], now: dt.datetime
+    ) -> list[WorkflowEvent]:
+        """The rows that append ``events`` to the run's history (the caller inserts them)."""
         rows = [
             WorkflowEvent(
                 run_id=run.id,
@@ -152,7 +203,6 @@ class OrmBase:
             )
             for offset, new in enumerate(events, start=1)
         ]
-        WorkflowEvent.objects.using(self.using).bulk_create(rows)
         run.last_seq += len(rows)
         return rows
 
@@ -174,15 +224,40 @@ class OrmBase:
                 f"lease {claim.token} on run {run.id} is no longer held", run_id=str(run.id)
             )
 
-    def _close_open_work(self, run: WorkflowRun) -> None:
+    def _loose_ends(self, run: WorkflowRun) -> LooseEnds:
+        """What an ending or cancelled run leaves open, in one round trip (usually nothing)."""
+        connection = connections[self.using]
+        quote = connection.ops.quote_name
+        run_id = self.sql.prep(WorkflowRun, "pk", run.id)
+        tasks, timers = quote(ActivityTask._meta.db_table), quote(Timer._meta.db_table)
+        runs = quote(WorkflowRun._meta.db_table)
+        live = ", ".join(["%s"] * len(TERMINAL))
+        sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {tasks} WHERE run_id = %s AND status = %s),"
+            f" EXISTS (SELECT 1 FROM {tasks} WHERE run_id = %s AND status = %s),"
+            f" EXISTS (SELECT 1 FROM {timers} WHERE run_id = %s AND NOT fired),"
+            f" EXISTS (SELECT 1 FROM {runs} WHERE parent_run_id = %s AND status NOT IN ({live}))"
+        )
+        params = [run_id, TaskStatus.SCHEDULED, run_id, TaskStatus.RUNNING, run_id, run_id]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, *TERMINAL])
+            row = cursor.fetchone()
+        return LooseEnds(*(bool(flag) for flag in row))
+
+    def _close_open_work(self, run: WorkflowRun, ends: LooseEnds | None = None) -> None:
+        ends = ends or self._loose_ends(run)
         tasks = ActivityTask.objects.using(self.using).filter(run_id=run.id)
-        tasks.filter(status=TaskStatus.SCHEDULED).update(status=TaskStatus.CANCELLED)
-        tasks.filter(status=TaskStatus.RUNNING).update(cancel_requested=True)
-        Timer.objects.using(self.using).filter(run_id=run.id, fired=False).update(cancelled=True)
+        if ends.scheduled:
+            tasks.filter(status=TaskStatus.SCHEDULED).update(status=TaskStatus.CANCELLED)
+        if ends.running:
+            tasks.filter(status=TaskStatus.RUNNING).update(cancel_requested=True)
+        if ends.timers:
+            timers = Timer.objects.using(self.using).filter(run_id=run.id, fired=False)
+            timers.update(cancelled=True)
 
     def _insert_run(self, new: NewRun, dispatch: Dispatch) -> WorkflowRun:
         """Insert a run and its run_started event; its first advance goes out on commit."""
-        run = self._runs().create(
+        run = WorkflowRun(
             id=new.run_id,
             workflow_name=new.workflow_name,
             workflow_version=new.version,
@@ -199,13 +274,15 @@ class OrmBase:
             last_seq=1,
             revision=1,
         )
-        WorkflowEvent.objects.using(self.using).create(
+        self.sql.insert([run])
+        started = WorkflowEvent(
             run=run,
             seq=1,
             type=EventType.RUN_STARTED,
             payload=new.started_payload(),
             created_at=Now(),
         )
+        self.sql.insert([started])
         dispatch.runs.append((str(run.id), None))
         return run
 
@@ -222,11 +299,25 @@ class OrmBase:
         run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
         run.status = RunStatus.RUNNING
         claimed = ["lease_token", "status", "last_seq", "revision", "next_wakeup_at"]
-        run.save(update_fields=[*claimed, *LEASE_FIELDS, "updated_at"])  # with any wake-up
+        self.sql.update(run, [*claimed, *LEASE_FIELDS, "updated_at"])  # with any wake-up
         return self._claim_of(run, now, appended)
 
+    def _unchanged(self, run: WorkflowRun, claim: RunClaim, now: dt.datetime) -> bool:
+        """Whether an optimistic ``claim`` still describes the (locked) run: same revision,
+        nobody holding its lease, not parked, not ended."""
+        return (
+            run.revision == claim.revision
+            and (run.lease_expires_at is None or run.lease_expires_at <= now)
+            and not run.park_reason
+            and run.status not in TERMINAL
+        )
+
     def _claim_of(
-        self, run: WorkflowRun, now: dt.datetime, appended: list[Event] | None = None
+        self,
+        run: WorkflowRun,
+        now: dt.datetime,
+        appended: list[Event] | None = None,
+        optimistic: bool = False,
     ) -> RunClaim:
         mailbox = []
         if getattr(run, "unread", True):
@@ -247,6 +338,7 @@ class OrmBase:
             history=self._history(str(run.id), run.last_seq, appended),
             mailbox=mailbox,
             now=now,
+            optimistic=optimistic,
         )
 
     def on_thread_exit(self) -> None:

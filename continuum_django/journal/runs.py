@@ -81,7 +81,11 @@ class RunJournal(OrmBase):
             if run.lease_expires_at is not None and run.lease_expires_at > now:
                 return None
             timers = Timer.objects.using(self.using)
-            due = list(timers.filter(run_id=run.id, fired=False, cancelled=False, fire_at__lte=now))
+            due = []
+            if run.due_timers:  # type: ignore[attr-defined]
+                due = list(
+                    timers.filter(run_id=run.id, fired=False, cancelled=False, fire_at__lte=now)
+                )
             if due:
                 fired = [NewEvent(type=EventType.TIMER_FIRED, command_id=t.command_id) for t in due]
                 self._append(run, fired, now)
@@ -97,44 +101,91 @@ class RunJournal(OrmBase):
             run, now = self._lock_run(claim.run_id)
             self._check_lease(run, claim, now)
             run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-            run.save(update_fields=["lease_expires_at"])
+            self._save_run(run, ["lease_expires_at"])
             return self._claim_of(run, now)
+
+    def snapshot_run(self, run_id: str) -> RunClaim | None:
+        try:
+            run, now = self._lock_run(run_id, for_update=False)
+        except RunNotFound:
+            return None
+        if run.status in TERMINAL or run.park_reason or run.due_timers:  # type: ignore[attr-defined]
+            return None  # ended, parked, or timers to fire first: under a lease
+        if run.lease_expires_at is not None and run.lease_expires_at > now:
+            return None
+        if run.next_wakeup_at is None or run.next_wakeup_at > now:
+            return None
+        return self._claim_of(run, now, optimistic=True)
 
     def commit_activation(
         self, claim: RunClaim, activation: Activation, eager: Eager | None = None
     ) -> Dispatch:
-        dispatch = Dispatch()
         with self._atomic():
             if activation.outcome in FINAL and claim.parent_run_id:
                 self._lock_run(claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
-            self._check_lease(run, claim, now)
-            if run.revision != claim.revision:
-                raise StaleClaim(claim.run_id)
+            if claim.optimistic:
+                if not self._unchanged(run, claim, now):
+                    raise StaleClaim(claim.run_id)
+            else:
+                self._check_lease(run, claim, now)
+                if run.revision != claim.revision:
+                    raise StaleClaim(claim.run_id)
             # The activation's events carry the time its code saw (ctx times derive from it).
             rows = self._append(run, activation.events, claim.now)
-            self._schedule(run, rows, now, dispatch, eager)
-            run.status = (
-                RunStatus.SUSPENDED
-                if activation.outcome == Outcome.SUSPENDED
-                else activation.outcome
-            )
-            if activation.attributes is not None:
-                run.attributes = activation.attributes
-            run.next_wakeup_at = None
-            run.lease_owner = ""
-            run.lease_expires_at = None
-            run.revision += 1
-            fields = ["status", "attributes", "next_wakeup_at", "revision", "last_seq"]
-            run.save(update_fields=[*fields, *LEASE_FIELDS, "updated_at"])
-            if run.status in FINAL:
-                self._end(run, activation.result, activation.error, now, dispatch)
-            elif run.status == RunStatus.CONTINUED:
-                self._continue(run, to_event(rows[-1]), now, dispatch)
+            return self._apply(run, claim, activation, claim.history, rows, rows, now, eager)
+
+    def _apply(
+        self,
+        run: WorkflowRun,
+        claim: RunClaim,
+        activation: Activation,
+        known: list[Event],
+        appended: list[WorkflowEvent],
+        made: list[WorkflowEvent],
+        now: dt.datetime,
+        eager: Eager | None,
+    ) -> Dispatch:
+        """Write what the activation decided, its events ``made`` already appended (with any
+        others, all ``appended`` after the history ``known``): schedule its commands, then
+        suspend or end the run, releasing its lease."""
+        dispatch = Dispatch()
+        self._schedule(run, made, now, dispatch, eager)
+        run.status = (
+            RunStatus.SUSPENDED if activation.outcome == Outcome.SUSPENDED else activation.outcome
+        )
+        if activation.attributes is not None:
+            run.attributes = activation.attributes
+        run.next_wakeup_at = None
+        run.lease_owner = ""
+        run.lease_expires_at = None
+        run.revision += 1
+        fields = ["status", "attributes", "next_wakeup_at", "revision", "last_seq"]
+        if run.status in FINAL:  # one write for the activation and the end
+            run.result, run.error, run.finished_at = activation.result, activation.error, now
+            fields += ["result", "error", "finished_at"]
+        self._save_run(run, [*fields, *LEASE_FIELDS, "updated_at"])
+        if run.status in FINAL:
+            self._end(run, activation.result, activation.error, now, dispatch, saved=True)
+        elif run.status == RunStatus.CONTINUED:
+            self._continue(run, to_event(made[-1]), now, dispatch)
         if run.status in TERMINAL:
             self._histories.pop(claim.run_id, None)
-        else:
-            self._remember(claim.run_id, rows)
+            return dispatch
+        self._remember(claim.run_id, appended)
+        if eager is not None and run.status == RunStatus.SUSPENDED:
+            dispatch.basis = RunClaim(
+                run_id=claim.run_id,
+                token=run.lease_token,
+                revision=run.revision,
+                parent_run_id=claim.parent_run_id,
+                workflow_name=claim.workflow_name,
+                version=claim.version,
+                history=[*known, *(to_event(row) for row in appended)],
+                mailbox=[],
+                now=now,
+                optimistic=True,
+            )
         return dispatch
 
     def _schedule(
@@ -180,21 +231,32 @@ class RunJournal(OrmBase):
         if leased is not None and eager is not None:
             lease_task(leased, eager.owner, eager.lease_seconds, now)
         if tasks:
-            ActivityTask.objects.using(self.using).bulk_create(tasks)
+            self.sql.insert(tasks)
             dispatch.activities.extend((t.id, t.queue, None) for t in tasks if t is not leased)
         if leased is not None:
             dispatch.eager_activity = activity_claim(leased)
         if timers:
-            Timer.objects.using(self.using).bulk_create(timers)
+            self.sql.insert(timers)
 
     def _end(
-        self, run: WorkflowRun, result: Any, error: Any, now: dt.datetime, dispatch: Dispatch
+        self,
+        run: WorkflowRun,
+        result: Any,
+        error: Any,
+        now: dt.datetime,
+        dispatch: Dispatch,
+        saved: bool = False,
     ) -> None:
-        """The run reached a final status: tell its parent (already locked), cancel children."""
-        run.result, run.error, run.finished_at = result, error, now
-        run.next_wakeup_at, run.lease_owner, run.lease_expires_at = None, "", None
-        run.save(update_fields=END_FIELDS)
-        self._close_open_work(run)
+        """The run reached a final status: tell its parent (already locked), cancel children.
+
+        ``saved``: the caller already wrote the run's end (result, error, finished_at).
+        """
+        if not saved:
+            run.result, run.error, run.finished_at = result, error, now
+            run.next_wakeup_at, run.lease_owner, run.lease_expires_at = None, "", None
+            self._save_run(run, END_FIELDS)
+        ends = self._loose_ends(run)
+        self._close_open_work(run, ends)
         self._announce_end(run)
         if run.parent_run_id:
             parent, _ = self._lock_run(run.parent_run_id)
@@ -202,8 +264,8 @@ class RunJournal(OrmBase):
                 kind, payload = child_outcome(str(run.id), run.status, result, error)
                 new = NewEvent(type=kind, command_id=run.parent_command_id, payload=payload)
                 self._append(parent, [new], now)
-                parent.save(update_fields=self._wake(parent, now, dispatch))
-        for child_id in self._live_children(run):
+                self._save_run(parent, self._wake(parent, now, dispatch))
+        for child_id in self._live_children(run) if ends.children else []:
             child, _ = self._lock_run(child_id)
             self._cancel(child, "the parent run ended", False, now, dispatch)
 
@@ -222,7 +284,7 @@ class RunJournal(OrmBase):
         self, run: WorkflowRun, continued: Event, now: dt.datetime, dispatch: Dispatch
     ) -> None:
         run.finished_at = now
-        run.save(update_fields=["finished_at"])
+        self._save_run(run, ["finished_at"])
         self._close_open_work(run)
         new = successor_run(
             continued,
@@ -257,7 +319,7 @@ class RunJournal(OrmBase):
                 run, [NewEvent(type=EventType.CANCEL_REQUESTED, payload={"reason": reason})], now
             )
             self._close_open_work(run)
-            run.save(update_fields=["cancel_requested", *self._wake(run, now, dispatch)])
+            self._save_run(run, ["cancel_requested", *self._wake(run, now, dispatch)])
         for child_id in self._live_children(run):
             child, _ = self._lock_run(child_id)
             self._cancel(child, reason, terminate, now, dispatch)
@@ -270,7 +332,7 @@ class RunJournal(OrmBase):
             self._append(run, [ended], now)
             run.status = RunStatus.CANCELLED
             run.revision += 1
-            run.save(update_fields=["status", "revision", "last_seq", "updated_at"])
+            self._save_run(run, ["status", "revision", "last_seq", "updated_at"])
             self._end(run, None, None, now, dispatch)
 
     def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
@@ -282,7 +344,7 @@ class RunJournal(OrmBase):
             run.park_detail = detail
             run.lease_owner = ""
             run.lease_expires_at = None
-            run.save(update_fields=["status", "park_reason", "park_detail", *LEASE_FIELDS])
+            self._save_run(run, ["status", "park_reason", "park_detail", *LEASE_FIELDS])
 
     def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
         dispatch = Dispatch()
@@ -299,7 +361,7 @@ class RunJournal(OrmBase):
                 run.park_reason = ""
                 run.park_detail = f"{note}; before that: {run.park_detail}"
                 fields = self._wake(run, run.db_now, dispatch)
-                run.save(update_fields=[*fields, "park_reason", "park_detail"])
+                self._save_run(run, [*fields, "park_reason", "park_detail"])
         return dispatch
 
     # -- client-side writes --------------------------------------------------
@@ -326,7 +388,7 @@ class RunJournal(OrmBase):
             signals.create(
                 run=run, chain_root_id=root, name=name, payload=payload, dedupe_key=dedupe_key
             )
-            run.save(update_fields=self._wake(run, now, dispatch))
+            self._save_run(run, self._wake(run, now, dispatch))
         return dispatch
 
     def _lock_tip(self, run_id: str, with_parent: bool = False) -> tuple[WorkflowRun, dt.datetime]:
@@ -382,7 +444,7 @@ class RunJournal(OrmBase):
                     NewEvent(type=EventType.TIMER_FIRED, command_id=t.command_id) for t in firing
                 ]
                 self._append(run, fired, now)
-                run.save(update_fields=self._wake(run, now, dispatch))
+                self._save_run(run, self._wake(run, now, dispatch))
         return dispatch
 
     def due_runs(self, limit: int, grace_seconds: float) -> Dispatch:

@@ -156,18 +156,42 @@ def test_kill_9_during_an_activity_second_worker_finishes(
 def test_kill_9_during_an_advance_second_worker_finishes(
     worker_factory: StartWorker, tmp_path: Path
 ) -> None:
+    """The worker dies replaying an advance it holds the run's lease for (the claim that
+    fired the run's timer committed; the advance did not)."""
     first = worker_factory("first")
-    run = wf.stalling_advance.start(str(tmp_path))
+    run = wf.stalling_after_timer.start(str(tmp_path))
     wait_for_file(tmp_path / "advance-started")
     first.kill()
     assert WorkflowRun.objects.get(pk=run.id).lease_owner  # the dead worker still holds it
 
     expire_run_lease(run.id)
     worker_factory("second", beat=True)
-    assert run.result(timeout=60) == {"first": 2, "passed": "passed", "second": 3}
+    assert run.result(timeout=60) == {"passed": "passed", "then": 2}
     assert set(outcomes_per_command(run.id).values()) == {1}
     seqs = [e.seq for e in run.history()]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_kill_9_during_a_speculated_advance_runs_the_activity_again(
+    worker_factory: StartWorker, tmp_path: Path
+) -> None:
+    """The worker dies replaying the advance an activity's result leads to, before it wrote
+    either (they commit together): the attempt is still the dead worker's and nothing else
+    changed. Once its lease lapses, a second worker runs that activity again and finishes."""
+    first = worker_factory("first")
+    run = wf.stalling_advance.start(str(tmp_path))
+    wait_for_file(tmp_path / "advance-started")
+    first.kill()
+    stored = WorkflowRun.objects.get(pk=run.id)
+    assert not stored.lease_owner and stored.last_seq == 2  # run_started, activity_scheduled
+    attempt = ActivityTask.objects.get(run_id=run.id)
+    assert attempt.status == "running" and attempt.lease_owner  # its result was not written
+
+    expire_task_leases(run.id)
+    worker_factory("second", beat=True)
+    assert run.result(timeout=60) == {"first": 2, "passed": "passed", "second": 3}
+    assert ActivityTask.objects.get(pk=attempt.pk).attempt == 2
+    assert set(outcomes_per_command(run.id).values()) == {1}
 
 
 def test_incompatible_code_parks_the_run_on_drift(worker_factory: StartWorker) -> None:

@@ -130,6 +130,14 @@ def stalling_advance(ctx: Any, marker_dir: str) -> dict[str, Any]:
     return {"first": first, "passed": passed, "second": second}
 
 
+@workflow(name="tests.stalling_after_timer")
+def stalling_after_timer(ctx: Any, marker_dir: str) -> dict[str, Any]:
+    """Its advance after the timer runs under a lease (a due timer is fired by a claim)."""
+    ctx.sleep(0.05)
+    passed = ctx.side_effect(lambda: _stall_once(marker_dir))
+    return {"passed": passed, "then": ctx.activity(add_one, 1)}
+
+
 @activity
 def step_a() -> str:
     return "a"

@@ -1,0 +1,136 @@
+"""The step path on Postgres: one transaction per step, and a failed one redone write by write."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import connection
+
+import continuum_django as continuum
+from continuum_django import activity, workflow
+from continuum_django.engine.journal import RunClaim
+from continuum_django.models import WorkflowRun
+from continuum_django.worker import runtime
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODIES: Counter[str] = Counter()
+
+
+@activity(name="tests.step_path.counted")
+def counted(tag: str) -> str:
+    BODIES[tag] += 1
+    return tag.upper()
+
+
+@workflow(name="tests.step_path.two_counted")
+def two_counted(ctx: Any, tag: str) -> list[str]:
+    return [ctx.activity(counted, f"{tag}-1"), ctx.activity(counted, f"{tag}-2")]
+
+
+@activity(name="tests.step_path.poke")
+def poke(tag: str, activity_context: continuum.ActivityContext) -> str:
+    BODIES[tag] += 1
+    if tag == "poke-1":
+        continuum.signal(activity_context.run_id, "poked")
+    return tag.upper()
+
+
+@workflow(name="tests.step_path.pokes_itself")
+def pokes_itself(ctx: Any) -> dict[str, Any]:
+    first = ctx.activity(poke, "poke-1")
+    poked = ctx.wait_signal("poked", timeout=60) is None
+    return {"first": first, "poked": poked, "second": ctx.activity(poke, "poke-2")}
+
+
+@contextmanager
+def commits_and_statements() -> Iterator[Counter[str]]:
+    """Count the statements this connection sends and the transactions that commit writes
+    (a read outside a transaction commits nothing)."""
+    counts: Counter[str] = Counter()
+
+    def committed() -> None:
+        counts["commits"] += 1
+
+    def wrapper(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        counts["statements"] += 1
+        if not connection.in_atomic_block:
+            counts["commits"] += not sql.lstrip().upper().startswith("SELECT")
+        elif not any(entry[1] is committed for entry in connection.run_on_commit):
+            connection.on_commit(committed)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        yield counts
+
+
+def test_each_step_commits_once() -> None:
+    run = wf.three_steps.start(5)
+    with commits_and_statements() as counts:
+        assert runtime().advance_run(run.id) == "completed"
+    assert run.result(timeout=1) == {"value": 12, "text": "value is 12"}
+    # The first advance, then each activity's result with the advance it wakes.
+    assert counts["commits"] == 4
+    assert counts["statements"] <= 8 * 3, counts  # a bounded number per step
+
+
+def test_a_speculated_advance_is_dropped_when_the_run_changed_meanwhile() -> None:
+    """The activity signals its own run: the advance replayed before its result was written
+    no longer holds. The result is written alone and the run advances again, seeing the
+    signal; no activity body runs twice."""
+    BODIES.clear()
+    run = pokes_itself.start()
+    assert runtime().advance_run(run.id) == "completed"
+    assert run.result(timeout=1) == {"first": "POKE-1", "poked": True, "second": "POKE-2"}
+    assert BODIES == {"poke-1": 1, "poke-2": 1}
+    assert [e.type for e in run.history()] == [
+        "run_started",
+        "activity_scheduled", "activity_completed",
+        "signal_received", "activity_scheduled", "activity_completed",
+        "run_completed",
+    ]  # fmt: skip
+
+
+def test_an_advance_from_a_stale_snapshot_writes_nothing_and_goes_under_a_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal lands between the snapshot and its commit: the commit is refused and the run
+    advances under a lease, from the history and mailbox as they are."""
+    engine = runtime()
+    journal = engine.journal
+    snapshot = journal.snapshot_run
+    run = wf.waiter.start()
+    taken: list[RunClaim] = []
+
+    def snapshot_then_signal(run_id: str) -> RunClaim | None:
+        claim = snapshot(run_id)
+        if claim is not None and not taken:
+            taken.append(claim)
+            continuum.signal(run_id, "go", {"n": 1})  # after the snapshot, before its commit
+        return claim
+
+    monkeypatch.setattr(journal, "snapshot_run", snapshot_then_signal)
+    assert engine.advance_run(run.id) == "completed"
+    assert taken and taken[0].mailbox == []  # the snapshot had not seen the signal
+    assert run.result(timeout=1) == {"n": 1}
+    types = [e.type for e in run.history()]
+    assert types == ["run_started", "signal_received", "run_completed"]
+
+
+def test_a_child_ending_takes_its_parent_lock_first() -> None:
+    """A child's final step needs its parent's lock before its own: it runs write by write
+    (a step transaction already holds the child's lock), and the parent hears the end."""
+    engine = runtime()
+    parent = wf.fan_out_children.start(2)
+    assert engine.advance_run(parent.id) == "suspended"
+    for child in WorkflowRun.objects.filter(parent_run_id=parent.id):
+        assert engine.advance_run(str(child.id)) == "completed"
+    assert engine.advance_run(parent.id) == "completed"
+    assert parent.result(timeout=1) == [0, 2]
