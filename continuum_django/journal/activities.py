@@ -116,13 +116,10 @@ class ActivityJournal(OrmBase):
             return dispatch
 
     def _holds(self, run: WorkflowRun, then: Speculation, now: dt.datetime) -> bool:
-        """Whether the run is as the speculation assumed: unchanged since its last activation,
-        its mailbox empty, and the history one event short of the speculated one."""
-        return (
-            self._unchanged(run, then.claim, now)
-            and not run.unread  # type: ignore[attr-defined]
-            and len(then.claim.history) == run.last_seq + 1
-        )
+        """Whether the run is as the speculation assumed: unchanged since its last activation
+        (a signal delivered since would have changed its revision), and the history one
+        event short of the speculated one."""
+        return self._unchanged(run, then.claim, now) and len(then.claim.history) == run.last_seq + 1
 
     def _advance_with(
         self, run: WorkflowRun, result: NewEvent, then: Speculation, now: dt.datetime

@@ -27,6 +27,12 @@ from .lean import Statements
 
 EVENT_COLUMNS = ["seq", "type", "command_id", "payload", "created_at"]
 
+# Columns the step path never reads: a locked run leaves them behind (they load on access).
+COLD_RUN_COLUMNS = (
+    "input", "result", "error", "attributes", "version_hash", "namespace", "idempotency_key",
+    "park_detail", "continued_from_id", "created_at", "updated_at", "finished_at",
+)  # fmt: skip
+
 # Fields a wake-up changes, for save(update_fields=...).
 WAKE_FIELDS = ["revision", "next_wakeup_at", "last_seq", "updated_at"]
 LEASE_FIELDS = ["lease_owner", "lease_expires_at"]
@@ -137,18 +143,23 @@ class OrmBase:
     def _save_run(self, run: WorkflowRun, fields: list[str]) -> None:
         self.sql.update(run, fields)
 
-    def _lock_run(self, run_id: object, for_update: bool = True) -> tuple[WorkflowRun, dt.datetime]:
+    def _lock_run(
+        self, run_id: object, for_update: bool = True, flags: bool = False
+    ) -> tuple[WorkflowRun, dt.datetime]:
         """Lock the run's row; also read the database's clock, which decides every deadline.
 
-        Whether the mailbox holds unread signals and whether a timer is due come with the
-        lock: a claim reads the mailbox or the timers only then. The payload columns that
-        writers never read stay behind (they load on access).
+        With ``flags`` (for a claim), whether the mailbox holds unread signals (``unread``)
+        and whether a timer is due (``due_timers``) come with the lock: a claim reads the
+        mailbox or the timers only then. Without, those subqueries (most of the lock's cost
+        in the database) are left out and ``unread`` reads as unknown. The payload columns
+        that writers never read stay behind (`COLD_RUN_COLUMNS`: they load on access).
         """
+        exists = {"unread": self._unread_sql(), "due_timers": self._due_timers_sql()}
         locked = self.sql.lock(
             WorkflowRun,
             run_id,
-            defer=("input", "result", "error"),
-            exists={"unread": self._unread_sql(), "due_timers": self._due_timers_sql()},
+            defer=COLD_RUN_COLUMNS,
+            exists=exists if flags else None,
             for_update=for_update,
         )
         if locked is None:

@@ -73,7 +73,7 @@ class RunJournal(OrmBase):
     def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
         with self._atomic():
             try:
-                run, now = self._lock_run(run_id)
+                run, now = self._lock_run(run_id, flags=True)
             except RunNotFound:
                 return None
             if run.status in TERMINAL or run.park_reason:
@@ -98,7 +98,7 @@ class RunJournal(OrmBase):
 
     def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
         with self._atomic():
-            run, now = self._lock_run(claim.run_id)
+            run, now = self._lock_run(claim.run_id, flags=True)
             self._check_lease(run, claim, now)
             run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
             self._save_run(run, ["lease_expires_at"])
@@ -106,7 +106,7 @@ class RunJournal(OrmBase):
 
     def snapshot_run(self, run_id: str) -> RunClaim | None:
         try:
-            run, now = self._lock_run(run_id, for_update=False)
+            run, now = self._lock_run(run_id, for_update=False, flags=True)
         except RunNotFound:
             return None
         if run.status in TERMINAL or run.park_reason or run.due_timers:  # type: ignore[attr-defined]
@@ -154,13 +154,14 @@ class RunJournal(OrmBase):
         run.status = (
             RunStatus.SUSPENDED if activation.outcome == Outcome.SUSPENDED else activation.outcome
         )
-        if activation.attributes is not None:
-            run.attributes = activation.attributes
         run.next_wakeup_at = None
         run.lease_owner = ""
         run.lease_expires_at = None
         run.revision += 1
-        fields = ["status", "attributes", "next_wakeup_at", "revision", "last_seq"]
+        fields = ["status", "next_wakeup_at", "revision", "last_seq"]
+        if activation.attributes is not None:
+            run.attributes = activation.attributes
+            fields.append("attributes")
         if run.status in FINAL:  # one write for the activation and the end
             run.result, run.error, run.finished_at = activation.result, activation.error, now
             fields += ["result", "error", "finished_at"]
@@ -174,6 +175,11 @@ class RunJournal(OrmBase):
             return dispatch
         self._remember(claim.run_id, appended)
         if eager is not None and run.status == RunStatus.SUSPENDED:
+            consumed = {
+                (row.payload or {}).get("signal_id")
+                for row in made
+                if row.type == EventType.SIGNAL_RECEIVED
+            }
             dispatch.basis = RunClaim(
                 run_id=claim.run_id,
                 token=run.lease_token,
@@ -182,7 +188,7 @@ class RunJournal(OrmBase):
                 workflow_name=claim.workflow_name,
                 version=claim.version,
                 history=[*known, *(to_event(row) for row in appended)],
-                mailbox=[],
+                mailbox=[s for s in claim.mailbox if s.id not in consumed],
                 now=now,
                 optimistic=True,
             )
