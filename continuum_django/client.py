@@ -149,7 +149,7 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
     elsewhere it polls.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    with _end_listener(get_run(run_id)) as wait:
+    with _end_listener() as wait:  # listening first: no end announced after a read is missed
         while True:
             run = _tip(run_id)
             if run.status in TERMINAL:
@@ -160,7 +160,7 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
                     f"run {run.id} is still {run.status} after {timeout} seconds",
                     run_id=str(run.id),
                 )
-            wait(left)
+            wait(str(run.chain_root_id or run.id), left)
 
 
 def _outcome(run: WorkflowRun) -> Any:
@@ -177,15 +177,14 @@ def _outcome(run: WorkflowRun) -> Any:
 
 
 @contextmanager
-def _end_listener(run: WorkflowRun) -> Iterator[Callable[[float | None], None]]:
-    """A function that waits, at most the given seconds, until a run of the chain may have
-    ended: woken by Postgres NOTIFY when possible, by a short, growing sleep otherwise."""
+def _end_listener() -> Iterator[Callable[[str, float | None], None]]:
+    """A function that waits, at most the given seconds, until a run of the given chain may
+    have ended: woken by Postgres NOTIFY when possible, by a short, growing sleep otherwise."""
     connection = connections[app_settings().DATABASE]
-    chain = str(run.chain_root_id or run.id)
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         delays = iter([0.005, 0.01, 0.02, 0.03, 0.04])
 
-        def poll(left: float | None) -> None:
+        def poll(chain: str, left: float | None) -> None:
             delay = next(delays, 0.05)
             time.sleep(delay if left is None else max(0.0, min(delay, left)))
 
@@ -195,7 +194,7 @@ def _end_listener(run: WorkflowRun) -> Iterator[Callable[[float | None], None]]:
         cursor.execute(f"LISTEN {RUN_ENDED}")
     raw = connection.connection
 
-    def listen(left: float | None) -> None:
+    def listen(chain: str, left: float | None) -> None:
         # Bounded, so that a notification missed for any reason costs at most a second.
         for note in raw.notifies(timeout=min(1.0, left if left is not None else 1.0)):
             if note.payload == chain:

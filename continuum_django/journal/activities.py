@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from django.db import connections
@@ -24,15 +23,14 @@ from ..engine.journal import (
     timeout_error,
 )
 from ..models import TERMINAL, ActivityTask, RunStatus, TaskStatus, WorkflowRun
-from .base import LEASED_TASK_FIELDS, OrmBase, activity_claim, lease_task, to_event
+from .base import LEASED_TASK_FIELDS, activity_claim, lease_task, to_event
+from .runs import RunJournal
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
 
-class ActivityJournal(OrmBase):
-    _apply: Callable[..., Dispatch]  # RunJournal's: writes an activation (see OrmJournal)
-
+class ActivityJournal(RunJournal):
     def _lock_task(self, task_id: int) -> tuple[ActivityTask | None, dt.datetime | None]:
         locked = self.sql.lock(ActivityTask, task_id)
         return locked if locked is not None else (None, None)
@@ -85,6 +83,17 @@ class ActivityJournal(OrmBase):
     ) -> Dispatch:
         with self._atomic():
             then = then if error is None else None
+            if then is not None and self._foldable(then.claim, then.activation):
+                # The run's row first (it locks it), then the attempt's: the usual order.
+                last_seq = len(then.claim.history) - 1
+                written = self._write_run(
+                    then.claim, then.activation, last_seq, then.claim.revision, True
+                )
+                if written is not None:
+                    run, now = written
+                    self._complete_attempt(claim, result, now)
+                    return self._advance_with(run, self._result(claim, result), then, now, True)
+                then = None  # the run changed: the result alone, the usual way
             if then is not None and then.activation.outcome in FINAL and then.claim.parent_run_id:
                 self._lock_run(then.claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
@@ -92,11 +101,7 @@ class ActivityJournal(OrmBase):
             chain = eager if eager and free and not run.park_reason else None
             if error is None and run.status not in TERMINAL:
                 self._complete_attempt(claim, result, now)
-                new = NewEvent(
-                    type=outcome_type(claim.kind, failed=False),
-                    command_id=claim.command_id,
-                    payload={"result": result},
-                )
+                new = self._result(claim, result)
                 if then is not None and self._holds(run, then, now):
                     return self._advance_with(run, new, then, now)
                 dispatch = self._journal_outcome(run, new, now, bool(chain))
@@ -121,17 +126,41 @@ class ActivityJournal(OrmBase):
         event short of the speculated one."""
         return self._unchanged(run, then.claim, now) and len(then.claim.history) == run.last_seq + 1
 
+    @staticmethod
+    def _result(claim: ActivityClaim, result: Any) -> NewEvent:
+        """The event that journals the attempt's result."""
+        return NewEvent(
+            type=outcome_type(claim.kind, failed=False),
+            command_id=claim.command_id,
+            payload={"result": result},
+        )
+
     def _advance_with(
-        self, run: WorkflowRun, result: NewEvent, then: Speculation, now: dt.datetime
+        self,
+        run: WorkflowRun,
+        result: NewEvent,
+        then: Speculation,
+        now: dt.datetime,
+        written: bool = False,
     ) -> Dispatch:
-        """Append the result and the speculated activation in one INSERT, then apply it."""
+        """Append the result and the speculated activation in one INSERT, then apply it
+        (``written``: the run's row already holds what the activation leaves)."""
         done = self._rows(run, [result], now)
         made = self._rows(run, then.activation.events, then.claim.now)
         self.sql.insert([*done, *made])
-        run.revision += 1  # the result woke the run (and the activation ends that wake-up)
+        if not written:
+            run.revision += 1  # the result woke the run (the activation ends that wake-up)
         known = then.claim.history[:-1]
         dispatch = self._apply(
-            run, then.claim, then.activation, known, [*done, *made], made, now, then.eager
+            run,
+            then.claim,
+            then.activation,
+            known,
+            [*done, *made],
+            made,
+            now,
+            then.eager,
+            written,
         )
         dispatch.advanced = then.activation.outcome
         return dispatch

@@ -234,6 +234,61 @@ class Statements:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
 
+    def update_returning(
+        self,
+        instance: M,
+        attnames: Sequence[str],
+        guard: str,
+        guard_params: Sequence[tuple[str, Any]],
+        defer: Iterable[str] = (),
+    ) -> tuple[M, Any] | None:
+        """Write ``attnames`` of the row if ``guard`` holds (``{now}`` in it is the database's
+        clock, as is a value ``Now()``) and read it back as `lock` would, with that clock,
+        in one statement; None when no row matched (nothing written)."""
+        model = type(instance)
+        skipped = set(defer)
+        returned = [f.attname for f in model._meta.concrete_fields if f.attname not in skipped]
+        on_clock = tuple(name for name in attnames if isinstance(getattr(instance, name), Now))
+        key = ("update_returning", model, tuple(attnames), guard, on_clock, tuple(returned))
+        compiled = self._cache.get(key)
+        if compiled is None:
+            quote = self.connection.ops.quote_name
+            table = model._meta.db_table
+            now_sql, now_expression = self._now(model)
+            fields = [self._concrete(model, name) for name in attnames]
+            assignments = ", ".join(
+                f"{quote(_name(field))} = {now_sql if field.attname in on_clock else '%s'}"
+                for field in fields
+            )
+            columns: list[tuple[list[Converter], Any]] = []
+            for name in returned:
+                column = self._concrete(model, name).get_col(table)
+                columns.append((self._converters(column), column))
+            columns.append((self._converters(now_expression), now_expression))
+            back = ", ".join(quote(_name(self._concrete(model, name))) for name in returned)
+            sql = (
+                f"UPDATE {quote(table)} SET {assignments} "
+                f"WHERE {quote(_name(self._concrete(model, 'pk')))} = %s"
+                f" AND {guard.format(now=now_sql)} RETURNING {back}, {now_sql}"
+            )
+            compiled = self._cache[key] = (sql, fields, _Select(sql, columns))
+        sql, fields, select = compiled
+        connection = self.connection
+        params = [
+            field.get_db_prep_save(field.pre_save(instance, False), connection)
+            for field in fields
+            if field.attname not in on_clock
+        ]
+        params.append(self.prep(model, "pk", instance.pk))
+        params.extend(self.prep(model, name, value) for name, value in guard_params)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        values = select.convert(row, connection)
+        return model.from_db(self.using, returned, values[:-1]), values[-1]
+
     def insert(self, instances: Sequence[Model]) -> None:
         """``bulk_create(instances)`` in one statement; sets an auto primary key on each.
 

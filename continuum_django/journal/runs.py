@@ -37,7 +37,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .base import LEASE_FIELDS, OrmBase, activity_claim, lease_task, to_event
+from .base import COLD_RUN_COLUMNS, LEASE_FIELDS, OrmBase, activity_claim, lease_task, to_event
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is the chain root's id
@@ -121,6 +121,16 @@ class RunJournal(OrmBase):
         self, claim: RunClaim, activation: Activation, eager: Eager | None = None
     ) -> Dispatch:
         with self._atomic():
+            if claim.optimistic and self._foldable(claim, activation):
+                last_seq = len(claim.history)
+                written = self._write_run(claim, activation, last_seq, claim.revision, False)
+                if written is None:
+                    raise StaleClaim(claim.run_id)
+                run, now = written
+                rows = self._append(run, activation.events, claim.now)
+                return self._apply(
+                    run, claim, activation, claim.history, rows, rows, now, eager, written=True
+                )
             if activation.outcome in FINAL and claim.parent_run_id:
                 self._lock_run(claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
@@ -145,27 +155,16 @@ class RunJournal(OrmBase):
         made: list[WorkflowEvent],
         now: dt.datetime,
         eager: Eager | None,
+        written: bool = False,
     ) -> Dispatch:
         """Write what the activation decided, its events ``made`` already appended (with any
         others, all ``appended`` after the history ``known``): schedule its commands, then
-        suspend or end the run, releasing its lease."""
+        suspend or end the run, releasing its lease (``written``: the run's row already is,
+        by `_write_run`)."""
         dispatch = Dispatch()
         self._schedule(run, made, now, dispatch, eager)
-        run.status = (
-            RunStatus.SUSPENDED if activation.outcome == Outcome.SUSPENDED else activation.outcome
-        )
-        run.next_wakeup_at = None
-        run.lease_owner = ""
-        run.lease_expires_at = None
-        run.revision += 1
-        fields = ["status", "next_wakeup_at", "revision", "last_seq"]
-        if activation.attributes is not None:
-            run.attributes = activation.attributes
-            fields.append("attributes")
-        if run.status in FINAL:  # one write for the activation and the end
-            run.result, run.error, run.finished_at = activation.result, activation.error, now
-            fields += ["result", "error", "finished_at"]
-        self._save_run(run, [*fields, *LEASE_FIELDS, "updated_at"])
+        if not written:
+            self._save_run(run, self._settle(run, activation, now))
         if run.status in FINAL:
             self._end(run, activation.result, activation.error, now, dispatch, saved=True)
         elif run.status == RunStatus.CONTINUED:
@@ -193,6 +192,62 @@ class RunJournal(OrmBase):
                 optimistic=True,
             )
         return dispatch
+
+    def _settle(self, run: WorkflowRun, activation: Activation, now: Any) -> list[str]:
+        """Set the run's fields as the activation leaves it: suspended or ended, its lease
+        released. Returns the fields to write."""
+        run.status = (
+            RunStatus.SUSPENDED if activation.outcome == Outcome.SUSPENDED else activation.outcome
+        )
+        run.next_wakeup_at = None
+        run.lease_owner = ""
+        run.lease_expires_at = None
+        run.revision += 1
+        fields = ["status", "next_wakeup_at", "revision", "last_seq"]
+        if activation.attributes is not None:
+            run.attributes = activation.attributes
+            fields.append("attributes")
+        if run.status in FINAL:  # one write for the activation and the end
+            run.result, run.error, run.finished_at = activation.result, activation.error, now
+            fields += ["result", "error", "finished_at"]
+        return [*fields, *LEASE_FIELDS, "updated_at"]
+
+    def _foldable(self, claim: RunClaim, activation: Activation) -> bool:
+        """Whether `_write_run` can write this activation: it suspends the run, or ends a run
+        without a parent (whose row would have to be locked first)."""
+        return activation.outcome == Outcome.SUSPENDED or (
+            activation.outcome in FINAL and not claim.parent_run_id
+        )
+
+    def _write_run(
+        self, claim: RunClaim, activation: Activation, last_seq: int, revision: int, woken: bool
+    ) -> tuple[WorkflowRun, dt.datetime] | None:
+        """Write the run's row as ``activation`` leaves it, if the run is still at ``revision``
+        and ``last_seq``, nobody holds its lease and it is neither parked nor ended: one
+        UPDATE that locks, checks and writes, instead of a row lock and then a write.
+        ``woken``: an activity's result is appended before the activation's events (and
+        wakes the run, one more revision). Returns the run, its events numbered from
+        ``last_seq`` again for the caller to append, and the database's clock; or None
+        (nothing written) when the run changed."""
+        appended = len(activation.events) + woken
+        run = WorkflowRun(id=claim.run_id, revision=revision + woken, last_seq=last_seq + appended)
+        fields = self._settle(run, activation, Now())
+        quote = connections[self.using].ops.quote_name
+        live = ", ".join(["%s"] * len(TERMINAL))
+        guard = (
+            f"{quote('revision')} = %s AND {quote('last_seq')} = %s"
+            f" AND {quote('park_reason')} = %s AND {quote('status')} NOT IN ({live})"
+            f" AND ({quote('lease_expires_at')} IS NULL OR {quote('lease_expires_at')} <= {{now}})"
+        )
+        params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
+        params += [("status", status) for status in TERMINAL]
+        written = self.sql.update_returning(run, fields, guard, params, defer=COLD_RUN_COLUMNS)
+        if written is None:
+            return None
+        run, now = written
+        run.last_seq = last_seq  # the caller numbers the appended events from here
+        run.db_now = now  # type: ignore[attr-defined]
+        return run, now
 
     def _schedule(
         self,
