@@ -33,6 +33,12 @@ COLD_RUN_COLUMNS = (
     "park_detail", "continued_from_id", "created_at", "updated_at", "finished_at",
 )  # fmt: skip
 
+# What the rest of an optimistic write reads of the run row it wrote (the rest is deferred).
+WRITTEN_RUN_COLUMNS = (
+    "id", "status", "revision", "last_seq", "lease_token", "park_reason", "cancel_requested",
+    "parent_run_id", "parent_command_id", "chain_root_id", "workflow_name", "workflow_version",
+)  # fmt: skip
+
 # Fields a wake-up changes, for save(update_fields=...).
 WAKE_FIELDS = ["revision", "next_wakeup_at", "last_seq", "updated_at"]
 LEASE_FIELDS = ["lease_owner", "lease_expires_at"]
@@ -257,11 +263,12 @@ class OrmBase:
 
     def _close_open_work(self, run: WorkflowRun, ends: LooseEnds | None = None) -> None:
         ends = ends or self._loose_ends(run)
-        tasks = ActivityTask.objects.using(self.using).filter(run_id=run.id)
-        if ends.scheduled:
-            tasks.filter(status=TaskStatus.SCHEDULED).update(status=TaskStatus.CANCELLED)
-        if ends.running:
-            tasks.filter(status=TaskStatus.RUNNING).update(cancel_requested=True)
+        if ends.scheduled or ends.running:
+            tasks = ActivityTask.objects.using(self.using).filter(run_id=run.id)
+            if ends.scheduled:
+                tasks.filter(status=TaskStatus.SCHEDULED).update(status=TaskStatus.CANCELLED)
+            if ends.running:
+                tasks.filter(status=TaskStatus.RUNNING).update(cancel_requested=True)
         if ends.timers:
             timers = Timer.objects.using(self.using).filter(run_id=run.id, fired=False)
             timers.update(cancelled=True)

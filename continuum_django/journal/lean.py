@@ -240,14 +240,15 @@ class Statements:
         attnames: Sequence[str],
         guard: str,
         guard_params: Sequence[tuple[str, Any]],
-        defer: Iterable[str] = (),
+        returning: Sequence[str],
     ) -> tuple[M, Any] | None:
         """Write ``attnames`` of the row if ``guard`` holds (``{now}`` in it is the database's
-        clock, as is a value ``Now()``) and read it back as `lock` would, with that clock,
-        in one statement; None when no row matched (nothing written)."""
+        clock, as is a value ``Now()``) and read back its ``returning`` columns (the others
+        are deferred) and that clock, in one statement; None when no row matched (nothing
+        written)."""
         model = type(instance)
-        skipped = set(defer)
-        returned = [f.attname for f in model._meta.concrete_fields if f.attname not in skipped]
+        wanted = set(returning)  # in the model's column order, as `Model.from_db` takes them
+        returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
         on_clock = tuple(name for name in attnames if isinstance(getattr(instance, name), Now))
         key = ("update_returning", model, tuple(attnames), guard, on_clock, tuple(returned))
         compiled = self._cache.get(key)

@@ -37,7 +37,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .base import COLD_RUN_COLUMNS, LEASE_FIELDS, OrmBase, activity_claim, lease_task, to_event
+from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, lease_task, to_event
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is the chain root's id
@@ -241,7 +241,7 @@ class RunJournal(OrmBase):
         )
         params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
         params += [("status", status) for status in TERMINAL]
-        written = self.sql.update_returning(run, fields, guard, params, defer=COLD_RUN_COLUMNS)
+        written = self.sql.update_returning(run, fields, guard, params, WRITTEN_RUN_COLUMNS)
         if written is None:
             return None
         run, now = written
