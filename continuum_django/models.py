@@ -44,16 +44,16 @@ class WorkflowRunQuerySet(models.QuerySet["WorkflowRun"]):
 
 class WorkflowRun(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow_name = models.CharField(max_length=200, db_index=True)
+    workflow_name = models.CharField(max_length=200)
     workflow_version = models.PositiveIntegerField(default=1)
     version_hash = models.CharField(max_length=64, blank=True)
     status = models.CharField(
-        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True
+        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING
     )
     input = models.JSONField(default=dict)
     result = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
-    namespace = models.CharField(max_length=100, default="default", db_index=True)
+    namespace = models.CharField(max_length=100, default="default")
     attributes = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key, outside the unique constraint
     lease_owner = models.CharField(max_length=255, blank=True, default="")
@@ -90,12 +90,17 @@ class WorkflowRun(models.Model):
                 name="continuum_run_idempotency_key",
             )
         ]
+        # Plain b-trees: `db_index=True` on a CharField also makes a LIKE index on Postgres,
+        # which nothing here queries and every write of a run would have to maintain.
         indexes = [
             models.Index(
                 fields=["next_wakeup_at"],
                 condition=Q(next_wakeup_at__isnull=False),
                 name="continuum_run_wakeup",
-            )
+            ),
+            models.Index(fields=["workflow_name"], name="continuum_run_workflow"),
+            models.Index(fields=["status"], name="continuum_run_status"),
+            models.Index(fields=["namespace"], name="continuum_run_namespace"),
         ]
         permissions = [
             ("cancel_run", "Can cancel workflow runs"),
@@ -115,7 +120,10 @@ class WorkflowRun(models.Model):
 class WorkflowEvent(models.Model):
     """One entry of a run's append-only history."""
 
-    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the (run, seq) constraint's index serves lookups by run.
+    run = models.ForeignKey(
+        WorkflowRun, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=40)
     command_id = models.CharField(max_length=255, blank=True)
@@ -150,7 +158,10 @@ class ActivityTask(models.Model):
         ACTIVITY = "activity"
         COMPENSATION = "compensation"
 
-    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="activity_tasks")
+    # No index of its own: the (run, command_id) constraint's index serves lookups by run.
+    run = models.ForeignKey(
+        WorkflowRun, on_delete=models.CASCADE, related_name="activity_tasks", db_index=False
+    )
     command_id = models.CharField(max_length=255)
     activity = models.CharField(max_length=200)
     args = models.JSONField(default=list)
