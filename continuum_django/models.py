@@ -47,9 +47,7 @@ class WorkflowRun(models.Model):
     workflow_name = models.CharField(max_length=200)
     workflow_version = models.PositiveIntegerField(default=1)
     version_hash = models.CharField(max_length=64, blank=True)
-    status = models.CharField(
-        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING
-    )
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     input = models.JSONField(default=dict)
     result = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)

@@ -11,6 +11,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -153,9 +154,12 @@ class Runtime:
     sweep_limit: int = 500
     rng: random.Random = field(default_factory=random.Random)
 
-    # The steps one Celery task may chain in-process (advance, activity, advance, ...) before
-    # it hands the run back to the broker, so that one long run does not hold a worker slot.
-    eager_steps: int = 50
+    # How long one Celery task may chain a run's steps in-process (advance, activity,
+    # advance, ...) before it hands the run back to the broker, so that one long run does
+    # not hold a worker slot: this many steps, or this many seconds, whichever comes first.
+    eager_steps: int = 200
+    eager_seconds: float = 2.0
+    monotonic: Callable[[], float] = time.monotonic  # the clock of `eager_seconds`
 
     _leases: _LeaseKeeper = field(init=False, repr=False)
 
@@ -178,16 +182,17 @@ class Runtime:
         if step is None:
             claim = self.journal.claim_run(run_id, self.worker_id, self.lease_seconds)
             step = _Step("skipped") if claim is None else self._advance(claim, eager)
-        return self._chain(step, self.eager_steps - 1)
+        return self._chain(step, self.eager_steps - 1, self.monotonic() + self.eager_seconds)
 
     def execute_activity(self, task_id: int) -> str:
         """Run one attempt of an activity task under its lease and record how it ended."""
         claim = self.journal.claim_activity(task_id, self.worker_id, self.lease_seconds)
         if claim is None:
             return "skipped"
+        until = self.monotonic() + self.eager_seconds
         outcome, step = self._complete(claim, None, self.eager_steps)
         if step is not None:
-            self._chain(step, self.eager_steps - 1)
+            self._chain(step, self.eager_steps - 1, until)
         return outcome
 
     def _eager(self, allowed: bool) -> Eager | None:
@@ -197,14 +202,16 @@ class Runtime:
             owner=self.worker_id, queue=self.config.default_queue, lease_seconds=self.lease_seconds
         )
 
-    def _chain(self, step: _Step, budget: int) -> str:
+    def _chain(self, step: _Step, budget: int, until: float) -> str:
         """Keep going in this process while each step hands over the next one already leased
         (an activity, then the advance of the run it wakes). Returns the last advance's outcome.
 
-        ``budget`` counts the advances this Celery task may still chain before it hands the
-        run back to the broker, so that one long run does not hold a worker slot.
+        ``budget`` counts the advances this Celery task may still chain, and ``until`` (on
+        `monotonic`) is when it stops chaining, before it hands the run back to the broker.
         """
         while step.task is not None:
+            if self.monotonic() >= until:
+                budget = 0  # record the leased activity's outcome; the run goes to the broker
             _, following = self._complete(step.task, step.basis, budget)
             if following is None:
                 break

@@ -292,6 +292,25 @@ def test_eager_budget_hands_the_run_back_to_the_broker(harness: Harness) -> None
     assert harness.run(run_id)["status"] == "completed"
 
 
+def test_eager_time_budget_hands_the_run_back_to_the_broker(harness: Harness) -> None:
+    """Chaining also stops once `eager_seconds` have passed (here: one per clock reading)."""
+    eager = harness.make_runtime("worker-e", eager_steps=50)
+    eager.eager_seconds = 2.5
+    readings = iter(range(1000))
+    eager.monotonic = lambda: float(next(readings))
+    run_id = harness.start(wf.three_steps, 4)
+    eager.advance_run(harness.sent.runs.pop())
+    assert harness.run(run_id)["status"] != "completed"
+    assert harness.sent.runs or harness.sent.activities  # the rest goes through messages
+    # Clock read at 0 (until 2.5), then before each chained step: at 1 and 2 the next
+    # advance runs here; at 3 the attempt already leased here finishes, and the advance
+    # it wakes goes to the broker.
+    assert harness.types(run_id)[-2:] == ["activity_scheduled", "activity_completed"]
+    assert harness.types(run_id).count("activity_completed") == 3
+    harness.drain()
+    assert harness.run(run_id)["status"] == "completed"
+
+
 def test_eager_activity_lease_is_fenced_like_any_other(harness: Harness) -> None:
     from continuum_django.engine.journal import Eager
 
