@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from . import codec
 from .context import EngineConfig
-from .definitions import Registry
+from .definitions import Registry, WorkflowDefinition
 from .definitions import registry as default_registry
 from .events import Event
 from .exceptions import LeaseLost, UnknownActivity, UnknownWorkflow
@@ -272,7 +272,11 @@ class Runtime:
             definition = self.registry.workflow(claim.workflow_name, claim.version)
         except UnknownWorkflow:
             return None
-        activation = advance(
+        activation = self._replay(definition, claim)
+        return None if activation.outcome == Outcome.DRIFT else activation
+
+    def _replay(self, definition: WorkflowDefinition[..., Any], claim: RunClaim) -> Activation:
+        return advance(
             definition,
             run_id=claim.run_id,
             history=claim.history,
@@ -280,7 +284,6 @@ class Runtime:
             now=claim.now,
             config=self.config,
         )
-        return None if activation.outcome == Outcome.DRIFT else activation
 
     def _advance_optimistically(self, claim: RunClaim, eager: bool) -> _Step | None:
         """Advance from a snapshot; None when the run changed (or must park): nothing written."""
@@ -306,14 +309,7 @@ class Runtime:
                     logger.warning("run %s parked: %s", run_id, detail)
                     self.journal.park_run(claim, ParkReason.UNKNOWN_VERSION, detail)
                     return _Step("parked")
-                activation = advance(
-                    definition,
-                    run_id=claim.run_id,
-                    history=claim.history,
-                    mailbox=claim.mailbox,
-                    now=claim.now,
-                    config=self.config,
-                )
+                activation = self._replay(definition, claim)
                 if activation.outcome == Outcome.DRIFT:
                     logger.error("run %s parked: %s", run_id, activation.drift)
                     self.journal.park_run(claim, ParkReason.DRIFT, activation.drift or "")
