@@ -22,11 +22,10 @@ from ..engine.journal import (
     seconds_after,
     timeout_error,
 )
-from ..models import TERMINAL, ActivityTask, RunStatus, TaskStatus, WorkflowRun
+from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
 from .base import LEASED_TASK_FIELDS, activity_claim, lease_task, to_event
-from .runs import RunJournal
+from .runs import FINAL, RunJournal
 
-FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
 
