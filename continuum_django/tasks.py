@@ -9,13 +9,14 @@ from .worker import runtime
 
 @shared_task(name="continuum.advance_run", ignore_result=True)
 def advance_run(run_id: str) -> str:
-    """Claim the run's lease, replay it and journal what the workflow decided."""
+    """Replay the run and journal what the workflow decided (optimistically from the run as
+    it stands, or under its lease when it changed meanwhile); chains its steps on."""
     return runtime().advance_run(run_id)
 
 
 @shared_task(name="continuum.execute_activity", ignore_result=True)
 def execute_activity(task_id: int) -> str:
-    """Run one attempt of an activity task under its lease."""
+    """Run one attempt of an activity task under its lease; chains the run's steps on."""
     return runtime().execute_activity(task_id)
 
 
