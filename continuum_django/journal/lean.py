@@ -102,11 +102,10 @@ class Statements:
         for field in fields:
             column = field.get_col(meta.db_table)
             columns.append((self._converters(column), column))
+        now_sql, now_expression = self._now(model)
         if now:
-            now_sql, now_expression = self._now(model)
             parts.append(now_sql)
             columns.append((self._converters(now_expression), now_expression))
-        now_sql = self._now(model)[0]
         for condition in exists:  # SQL over the table, for a boolean flag
             parts.append(f"EXISTS ({condition.format(table=table, now=now_sql)})")
             columns.append(([_to_bool], columns[0][1]))
@@ -208,29 +207,11 @@ class Statements:
         """``instance.save(update_fields=attnames)``; returns the number of rows it changed.
 
         ``guard`` adds conditions to the row's WHERE clause, its ``%s`` taking the values
-        of ``guard_params``, each prepared as the named column stores it.
+        of ``guard_params``, each prepared as the named column stores it (``{now}`` in it
+        is the database's clock, as is a field's value ``Now()``).
         """
-        model = type(instance)
-        key = ("update", model, tuple(attnames), guard)
-        compiled = self._cache.get(key)
-        if compiled is None:
-            quote = self.connection.ops.quote_name
-            fields = [self._concrete(model, name) for name in attnames]
-            assignments = ", ".join(f"{quote(_name(field))} = %s" for field in fields)
-            sql = (
-                f"UPDATE {quote(model._meta.db_table)} SET {assignments} "
-                f"WHERE {quote(_name(self._concrete(model, 'pk')))} = %s"
-            )
-            if guard:
-                sql += f" AND {guard}"
-            compiled = self._cache[key] = (sql, fields)
-        sql, fields = compiled
-        connection = self.connection
-        params = [field.get_db_prep_save(field.pre_save(instance, False), connection)
-                  for field in fields]  # fmt: skip
-        params.append(self.prep(model, "pk", instance.pk))
-        params.extend(self.prep(model, name, value) for name, value in guard_params)
-        with connection.cursor() as cursor:
+        sql, params, _ = self._update(instance, attnames, guard, guard_params, ())
+        with self.connection.cursor() as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
 
@@ -242,15 +223,36 @@ class Statements:
         guard_params: Sequence[tuple[str, Any]],
         returning: Sequence[str],
     ) -> tuple[M, Any] | None:
-        """Write ``attnames`` of the row if ``guard`` holds (``{now}`` in it is the database's
-        clock, as is a value ``Now()``) and read back its ``returning`` columns (the others
-        are deferred) and that clock, in one statement; None when no row matched (nothing
+        """`update`, reading back the row's ``returning`` columns (the others are deferred)
+        and the database's clock in the same statement; None when no row matched (nothing
         written)."""
         model = type(instance)
         wanted = set(returning)  # in the model's column order, as `Model.from_db` takes them
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
-        on_clock = tuple(name for name in attnames if isinstance(getattr(instance, name), Now))
-        key = ("update_returning", model, tuple(attnames), guard, on_clock, tuple(returned))
+        sql, params, select = self._update(instance, attnames, guard, guard_params, returned)
+        connection = self.connection
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        values = select.convert(row, connection)
+        return model.from_db(self.using, returned, values[:-1]), values[-1]
+
+    def _update(
+        self,
+        instance: Model,
+        attnames: Sequence[str],
+        guard: str,
+        guard_params: Sequence[tuple[str, Any]],
+        returned: Sequence[str],
+    ) -> tuple[str, list[Any], _Select]:
+        """The UPDATE (with ``RETURNING`` the ``returned`` columns and the clock, if any),
+        its parameters, and how to convert the row it returns."""
+        model = type(instance)
+        # Read from __dict__: a deferred column is not loaded just to be overwritten.
+        on_clock = tuple(name for name in attnames if isinstance(instance.__dict__.get(name), Now))
+        key = ("update", model, tuple(attnames), guard, on_clock, tuple(returned))
         compiled = self._cache.get(key)
         if compiled is None:
             quote = self.connection.ops.quote_name
@@ -261,34 +263,29 @@ class Statements:
                 f"{quote(_name(field))} = {now_sql if field.attname in on_clock else '%s'}"
                 for field in fields
             )
-            columns: list[tuple[list[Converter], Any]] = []
-            for name in returned:
-                column = self._concrete(model, name).get_col(table)
-                columns.append((self._converters(column), column))
-            columns.append((self._converters(now_expression), now_expression))
-            back = ", ".join(quote(_name(self._concrete(model, name))) for name in returned)
             sql = (
                 f"UPDATE {quote(table)} SET {assignments} "
                 f"WHERE {quote(_name(self._concrete(model, 'pk')))} = %s"
-                f" AND {guard.format(now=now_sql)} RETURNING {back}, {now_sql}"
             )
-            compiled = self._cache[key] = (sql, fields, _Select(sql, columns))
-        sql, fields, select = compiled
+            if guard:
+                sql += f" AND {guard.format(now=now_sql)}"
+            columns: list[tuple[list[Converter], Any]] = []
+            if returned:
+                for name in returned:
+                    column = self._concrete(model, name).get_col(table)
+                    columns.append((self._converters(column), column))
+                columns.append((self._converters(now_expression), now_expression))
+                back = ", ".join(quote(_name(self._concrete(model, name))) for name in returned)
+                sql += f" RETURNING {back}, {now_sql}"
+            writes = [field for field in fields if field.attname not in on_clock]
+            compiled = self._cache[key] = (sql, writes, _Select(sql, columns))
+        sql, writes, select = compiled
         connection = self.connection
-        params = [
-            field.get_db_prep_save(field.pre_save(instance, False), connection)
-            for field in fields
-            if field.attname not in on_clock
-        ]
+        params = [field.get_db_prep_save(field.pre_save(instance, False), connection)
+                  for field in writes]  # fmt: skip
         params.append(self.prep(model, "pk", instance.pk))
         params.extend(self.prep(model, name, value) for name, value in guard_params)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        values = select.convert(row, connection)
-        return model.from_db(self.using, returned, values[:-1]), values[-1]
+        return sql, params, select
 
     def insert(self, instances: Sequence[Model]) -> None:
         """``bulk_create(instances)`` in one statement; sets an auto primary key on each.
