@@ -399,6 +399,17 @@ def seconds_after(moment: dt.datetime, seconds: float | None) -> dt.datetime | N
     return None if seconds is None else moment + dt.timedelta(seconds=seconds)
 
 
+def lease_task(task: Any, owner: str, lease_seconds: float, now: dt.datetime) -> None:
+    """Start the task's next attempt (either journal's row) under a fresh lease."""
+    task.status = TaskStatus.RUNNING
+    task.attempt += 1
+    task.lease_token += 1
+    task.lease_owner = owner
+    task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+    task.attempt_deadline = seconds_after(now, task.timeout)
+    task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
+
+
 def task_kind(event_type: str) -> str:
     """``activity`` or ``compensation``, from the event that scheduled the task."""
     return "compensation" if event_type == EventType.COMPENSATION_SCHEDULED else "activity"

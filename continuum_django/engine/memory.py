@@ -29,6 +29,7 @@ from .journal import (
     child_outcome,
     child_run,
     expiry_reason,
+    lease_task,
     on_versions,
     outcome_type,
     seconds_after,
@@ -476,14 +477,7 @@ class MemoryJournal:
             return self._lease_task(task, owner, lease_seconds)
 
     def _lease_task(self, task: MemoryTask, owner: str, lease_seconds: float) -> ActivityClaim:
-        now = self.clock.now()
-        task.status = TaskStatus.RUNNING
-        task.attempt += 1
-        task.lease_token += 1
-        task.lease_owner = owner
-        task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-        task.attempt_deadline = seconds_after(now, task.timeout)
-        task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
+        lease_task(task, owner, lease_seconds, self.clock.now())
         return self._activity_claim(task)
 
     def _held_task(self, claim: ActivityClaim, now: dt.datetime) -> MemoryTask:

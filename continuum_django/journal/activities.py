@@ -18,12 +18,13 @@ from ..engine.journal import (
     Speculation,
     check_attempt,
     expiry_reason,
+    lease_task,
     outcome_type,
     seconds_after,
     timeout_error,
 )
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
-from .base import LEASED_TASK_FIELDS, activity_claim, lease_task, to_event
+from .base import LEASED_TASK_FIELDS, activity_claim, to_event
 from .runs import FINAL, RunJournal
 
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
@@ -254,7 +255,7 @@ class ActivityJournal(RunJournal):
         self._remember(str(run.id), rows)
         dispatch.appended = [to_event(row) for row in rows]
         if not defer_wake:
-            self._save_run(run, self._wake(run, now, dispatch))
+            self.sql.update(run, self._wake(run, now, dispatch))
         else:
             self._wake(run, now, dispatch)  # the caller saves the run once, with its lease
         return dispatch

@@ -12,7 +12,7 @@ from django.db.models.functions import Now
 from ..engine.context import BufferedSignal
 from ..engine.events import Event, EventType, NewEvent
 from ..engine.exceptions import LeaseLost, RunNotFound
-from ..engine.journal import ActivityClaim, Dispatch, NewRun, RunClaim, seconds_after
+from ..engine.journal import ActivityClaim, Dispatch, NewRun, RunClaim
 from ..models import (
     TERMINAL,
     ActivityTask,
@@ -42,17 +42,6 @@ WRITTEN_RUN_COLUMNS = (
 # Fields a wake-up changes, for save(update_fields=...).
 WAKE_FIELDS = ["revision", "next_wakeup_at", "last_seq", "updated_at"]
 LEASE_FIELDS = ["lease_owner", "lease_expires_at"]
-
-
-def lease_task(task: ActivityTask, owner: str, lease_seconds: float, now: dt.datetime) -> None:
-    """Start the task's next attempt under a fresh lease (the caller saves the row)."""
-    task.status = TaskStatus.RUNNING
-    task.attempt += 1
-    task.lease_token += 1
-    task.lease_owner = owner
-    task.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-    task.attempt_deadline = seconds_after(now, task.timeout)
-    task.heartbeat_deadline = seconds_after(now, task.heartbeat_timeout)
 
 
 LEASED_TASK_FIELDS = [
@@ -145,9 +134,6 @@ class OrmBase:
 
     def _runs(self):  # type: ignore[no-untyped-def]
         return WorkflowRun.objects.using(self.using)
-
-    def _save_run(self, run: WorkflowRun, fields: list[str]) -> None:
-        self.sql.update(run, fields)
 
     def _lock_run(
         self, run_id: object, for_update: bool = True, flags: bool = False

@@ -22,6 +22,7 @@ from ..engine.journal import (
     VersionKeys,
     child_outcome,
     child_run,
+    lease_task,
     seconds_after,
     successor_run,
     task_fields,
@@ -37,7 +38,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, lease_task, to_event
+from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, to_event
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is the chain root's id
@@ -101,7 +102,7 @@ class RunJournal(OrmBase):
             run, now = self._lock_run(claim.run_id, flags=True)
             self._check_lease(run, claim, now)
             run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-            self._save_run(run, ["lease_expires_at"])
+            self.sql.update(run, ["lease_expires_at"])
             return self._claim_of(run, now)
 
     def snapshot_run(self, run_id: str) -> RunClaim | None:
@@ -164,7 +165,7 @@ class RunJournal(OrmBase):
         dispatch = Dispatch()
         self._schedule(run, made, now, dispatch, eager)
         if not written:
-            self._save_run(run, self._settle(run, activation, now))
+            self.sql.update(run, self._settle(run, activation, now))
         if run.status in FINAL:
             self._end(run, activation.result, activation.error, now, dispatch, saved=True)
         elif run.status == RunStatus.CONTINUED:
@@ -315,7 +316,7 @@ class RunJournal(OrmBase):
         if not saved:
             run.result, run.error, run.finished_at = result, error, now
             run.next_wakeup_at, run.lease_owner, run.lease_expires_at = None, "", None
-            self._save_run(run, END_FIELDS)
+            self.sql.update(run, END_FIELDS)
         ends = self._loose_ends(run)
         self._close_open_work(run, ends)
         self._announce_end(run)
@@ -325,7 +326,7 @@ class RunJournal(OrmBase):
                 kind, payload = child_outcome(str(run.id), run.status, result, error)
                 new = NewEvent(type=kind, command_id=run.parent_command_id, payload=payload)
                 self._append(parent, [new], now)
-                self._save_run(parent, self._wake(parent, now, dispatch))
+                self.sql.update(parent, self._wake(parent, now, dispatch))
         for child_id in self._live_children(run) if ends.children else []:
             child, _ = self._lock_run(child_id)
             self._cancel(child, "the parent run ended", False, now, dispatch)
@@ -345,7 +346,7 @@ class RunJournal(OrmBase):
         self, run: WorkflowRun, continued: Event, now: dt.datetime, dispatch: Dispatch
     ) -> None:
         run.finished_at = now
-        self._save_run(run, ["finished_at"])
+        self.sql.update(run, ["finished_at"])
         self._close_open_work(run)
         new = successor_run(
             continued,
@@ -380,7 +381,7 @@ class RunJournal(OrmBase):
                 run, [NewEvent(type=EventType.CANCEL_REQUESTED, payload={"reason": reason})], now
             )
             self._close_open_work(run)
-            self._save_run(run, ["cancel_requested", *self._wake(run, now, dispatch)])
+            self.sql.update(run, ["cancel_requested", *self._wake(run, now, dispatch)])
         for child_id in self._live_children(run):
             child, _ = self._lock_run(child_id)
             self._cancel(child, reason, terminate, now, dispatch)
@@ -393,7 +394,7 @@ class RunJournal(OrmBase):
             self._append(run, [ended], now)
             run.status = RunStatus.CANCELLED
             run.revision += 1
-            self._save_run(run, ["status", "revision", "last_seq", "updated_at"])
+            self.sql.update(run, ["status", "revision", "last_seq", "updated_at"])
             self._end(run, None, None, now, dispatch)
 
     def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
@@ -405,7 +406,7 @@ class RunJournal(OrmBase):
             run.park_detail = detail
             run.lease_owner = ""
             run.lease_expires_at = None
-            self._save_run(run, ["status", "park_reason", "park_detail", *LEASE_FIELDS])
+            self.sql.update(run, ["status", "park_reason", "park_detail", *LEASE_FIELDS])
 
     def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
         dispatch = Dispatch()
@@ -422,7 +423,7 @@ class RunJournal(OrmBase):
                 run.park_reason = ""
                 run.park_detail = f"{note}; before that: {run.park_detail}"
                 fields = self._wake(run, run.db_now, dispatch)
-                self._save_run(run, [*fields, "park_reason", "park_detail"])
+                self.sql.update(run, [*fields, "park_reason", "park_detail"])
         return dispatch
 
     # -- client-side writes --------------------------------------------------
@@ -449,7 +450,7 @@ class RunJournal(OrmBase):
             signals.create(
                 run=run, chain_root_id=root, name=name, payload=payload, dedupe_key=dedupe_key
             )
-            self._save_run(run, self._wake(run, now, dispatch))
+            self.sql.update(run, self._wake(run, now, dispatch))
         return dispatch
 
     def _lock_tip(self, run_id: str, with_parent: bool = False) -> tuple[WorkflowRun, dt.datetime]:
@@ -505,7 +506,7 @@ class RunJournal(OrmBase):
                     NewEvent(type=EventType.TIMER_FIRED, command_id=t.command_id) for t in firing
                 ]
                 self._append(run, fired, now)
-                self._save_run(run, self._wake(run, now, dispatch))
+                self.sql.update(run, self._wake(run, now, dispatch))
         return dispatch
 
     def due_runs(self, limit: int, grace_seconds: float) -> Dispatch:
