@@ -146,12 +146,14 @@ class OrmBase:
         in the database) are left out and ``unread`` reads as unknown. The payload columns
         that writers never read stay behind (`COLD_RUN_COLUMNS`: they load on access).
         """
-        exists = {"unread": self._unread_sql(), "due_timers": self._due_timers_sql()}
+        exists = None
+        if flags:
+            exists = {"unread": self._unread_sql(), "due_timers": self._due_timers_sql()}
         locked = self.sql.lock(
             WorkflowRun,
             run_id,
             defer=COLD_RUN_COLUMNS,
-            exists=exists if flags else None,
+            exists=exists,
             for_update=for_update,
         )
         if locked is None:
