@@ -29,6 +29,12 @@ DATABASES = {
 # that no extra `SELECT 1` runs before the first query of every task.
 DATABASES["default"]["CONN_MAX_AGE"] = 600
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+# The options docs/guides/deployment.md recommends: parameters bound by the server, and
+# statements prepared after psycopg's default 5 executions (the step path's SQL texts are
+# fixed, so each is planned once per connection). BENCH_CLIENT_BINDING=1 measures Django's
+# defaults instead (client-side binding, nothing prepared).
+if not env.bool("BENCH_CLIENT_BINDING", default=False):
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Celery's Django fix-up closes every connection before and after each task, whatever

@@ -54,6 +54,12 @@ TEMPLATES = [
 # workers are pointed at that test database by tests/conftest.py.
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/test")}
 DATABASES["default"]["CONN_MAX_AGE"] = 60
+# The suite runs with the options docs/guides/deployment.md recommends: parameters bound by
+# the server and the step path's statements prepared (Django's defaults, client-side
+# binding and no prepared statements, with CONTINUUM_TEST_CLIENT_BINDING=1; CI runs the
+# journal contract tier that way too).
+if not env.bool("CONTINUUM_TEST_CLIENT_BINDING", default=False):
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 
