@@ -25,9 +25,14 @@ from ..engine.journal import (
 )
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
 from .base import LEASED_TASK_FIELDS, activity_claim, to_event
+from .lean import Pending
 from .runs import FINAL, RunJournal
 
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
+
+
+class _RunChanged(Exception):
+    """The run changed since the speculation's basis: its transaction wrote nothing."""
 
 
 class ActivityJournal(RunJournal):
@@ -81,19 +86,13 @@ class ActivityJournal(RunJournal):
         eager: Eager | None = None,
         then: Speculation | None = None,
     ) -> Dispatch:
+        then = then if error is None else None
+        if then is not None and self._foldable(then.claim, then.activation):
+            try:
+                return self._finish_folded(claim, result, then)
+            except _RunChanged:
+                then = None  # nothing written: the result alone, the usual way
         with self._atomic():
-            then = then if error is None else None
-            if then is not None and self._foldable(then.claim, then.activation):
-                # The run's row first (it locks it), then the attempt's: the usual order.
-                last_seq = len(then.claim.history) - 1
-                written = self._write_run(
-                    then.claim, then.activation, last_seq, then.claim.revision, True
-                )
-                if written is not None:
-                    run, now = written
-                    self._complete_attempt(claim, result, now)
-                    return self._advance_with(run, self._result(claim, result), then, now, True)
-                then = None  # the run changed: the result alone, the usual way
             if then is not None and then.activation.outcome in FINAL and then.claim.parent_run_id:
                 self._lock_run(then.claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
@@ -119,6 +118,26 @@ class ActivityJournal(RunJournal):
                     run, chain.owner, chain.lease_seconds, now, dispatch.appended
                 )
             return dispatch
+
+    def _finish_folded(self, claim: ActivityClaim, result: Any, then: Speculation) -> Dispatch:
+        """Write the attempt's result and the speculated activation in one transaction whose
+        first statement writes the run's row, if the run is as the speculation assumed
+        (raises `_RunChanged`, nothing written, if not). Pipelined: the run's and the
+        attempt's UPDATEs travel together, then the INSERTs, then the COMMIT."""
+        with self.sql.transaction():
+            # The run's row first (it locks it), then the attempt's: the usual order.
+            last_seq = len(then.claim.history) - 1
+            sent = self._send_write_run(
+                then.claim, then.activation, last_seq, then.claim.revision, True
+            )
+            completed = self._send_complete_attempt(claim, result)
+            written = self._written(sent, last_seq)
+            if written is None:
+                raise _RunChanged(claim.run_id)  # rolls back the attempt's UPDATE too
+            if completed.fetch() is None:
+                check_attempt(None, claim, written[1])  # raises LeaseLost
+            run, now = written
+            return self._advance_with(run, self._result(claim, result), then, now, True)
 
     def _holds(self, run: WorkflowRun, then: Speculation, now: dt.datetime) -> bool:
         """Whether the run is as the speculation assumed: unchanged since its last activation
@@ -147,7 +166,7 @@ class ActivityJournal(RunJournal):
         (``written``: the run's row already holds what the activation leaves)."""
         done = self._rows(run, [result], now)
         made = self._rows(run, then.activation.events, then.claim.now)
-        self.sql.insert([*done, *made])
+        self._insert_events([*done, *made])
         if not written:
             run.revision += 1  # the result woke the run (the activation ends that wake-up)
         known = then.claim.history[:-1]
@@ -166,30 +185,30 @@ class ActivityJournal(RunJournal):
         return dispatch
 
     def _complete_attempt(self, claim: ActivityClaim, result: Any, now: dt.datetime) -> None:
-        """Record the attempt's result if it still holds its lease at ``now`` (the rule of
+        """Record the attempt's result if it still holds its lease (the rule of
         `check_attempt`), in one guarded UPDATE instead of reading the row first."""
+        if self._send_complete_attempt(claim, result).fetch() is None:
+            check_attempt(None, claim, now)  # raises LeaseLost
+
+    def _send_complete_attempt(self, claim: ActivityClaim, result: Any) -> Pending[ActivityTask]:
+        """`_complete_attempt`'s UPDATE, read later: it matches nothing when the attempt no
+        longer holds its lease at the transaction's clock."""
         quote = connections[self.using].ops.quote_name
         task = ActivityTask(
             id=claim.task_id, status=TaskStatus.COMPLETED, result=result, lease_owner=""
         )
         guard = (
             f"{quote('status')} = %s AND {quote('lease_token')} = %s"
-            f" AND {quote('lease_expires_at')} > %s"
-            f" AND ({quote('attempt_deadline')} IS NULL OR {quote('attempt_deadline')} > %s)"
+            f" AND {quote('lease_expires_at')} > {{now}}"
+            f" AND ({quote('attempt_deadline')} IS NULL OR {quote('attempt_deadline')} > {{now}})"
         )
-        changed = self.sql.update(
+        return self.sql.send_update_returning(
             task,
             ["status", "result", "lease_owner", "lease_expires_at", "updated_at"],
             guard,
-            [
-                ("status", TaskStatus.RUNNING),
-                ("lease_token", claim.token),
-                ("lease_expires_at", now),
-                ("attempt_deadline", now),
-            ],
+            [("status", TaskStatus.RUNNING), ("lease_token", claim.token)],
+            ["id"],
         )
-        if changed != 1:
-            check_attempt(None, claim, now)  # raises LeaseLost
 
     def _end_attempt(
         self,

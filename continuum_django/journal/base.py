@@ -190,8 +190,13 @@ class OrmBase:
         self, run: WorkflowRun, events: list[NewEvent], now: dt.datetime
     ) -> list[WorkflowEvent]:
         rows = self._rows(run, events, now)
-        self.sql.insert(rows)
+        self._insert_events(rows)
         return rows
+
+    def _insert_events(self, rows: list[WorkflowEvent]) -> None:
+        """Insert events; only a received signal's row needs its id back (the signal points
+        at it), so the others are not read back, which lets a pipeline carry on."""
+        self.sql.insert(rows, returning=any(r.type == EventType.SIGNAL_RECEIVED for r in rows))
 
     def _rows(
         self, run: WorkflowRun, events: list[NewEvent], now: dt.datetime
@@ -288,7 +293,7 @@ class OrmBase:
             payload=new.started_payload(),
             created_at=Now(),
         )
-        self.sql.insert([started])
+        self._insert_events([started])
         dispatch.runs.append((str(run.id), None))
         return run
 

@@ -11,14 +11,16 @@ the SQL text. Everything off the step path keeps using QuerySets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Expression, Field, Model
 from django.db.models.functions import Now
 from django.db.models.sql import Query
+from django.db.transaction import atomic
 
 M = TypeVar("M", bound=Model)
 Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
@@ -46,6 +48,39 @@ class _Select:
             for converter in converters:
                 values[index] = converter(values[index], expression, connection)
         return values
+
+
+class Pending(Generic[M]):
+    """An ``UPDATE ... RETURNING`` sent and not read yet: in a `Statements.pipeline`, the
+    statements sent after it travel with it, and reading it waits for the answers."""
+
+    def __init__(
+        self,
+        cursor: Any,
+        model: type[M],
+        using: str,
+        returned: Sequence[str],
+        select: _Select,
+        connection: BaseDatabaseWrapper,
+    ) -> None:
+        self._cursor = cursor
+        self._model = model
+        self._using = using
+        self._returned = returned
+        self._select = select
+        self._connection = connection
+
+    def fetch(self) -> tuple[M, Any] | None:
+        """The row as a model instance (its other columns deferred) and the database's
+        clock; None when no row matched (nothing written)."""
+        try:
+            row = self._cursor.fetchone()
+        finally:
+            self._cursor.close()
+        if row is None:
+            return None
+        values = self._select.convert(row, self._connection)
+        return self._model.from_db(self._using, self._returned, values[:-1]), values[-1]
 
 
 class Statements:
@@ -139,6 +174,53 @@ class Statements:
 
     # -- running -------------------------------------------------------------
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``transaction.atomic()`` whose statements travel pipelined on Postgres.
+
+        Django's atomic block still decides everything (rollback on error, on-commit
+        callbacks after the commit); only the wire traffic changes. psycopg's pipeline mode
+        sends statements without waiting for each answer until one is read, so a step's
+        transaction costs two or three round trips instead of one per statement. BEGIN
+        and COMMIT go down the pipeline as statements (psycopg would otherwise wait for
+        the BEGIN alone); Django's own commit then finds the transaction done.
+
+        Only the statements of this module may run inside: the ORM reads ``rowcount``
+        after some writes, and in a pipeline it is known only once the answer is read.
+        Inside an outer transaction, or off Postgres, this is a plain atomic block.
+        """
+        connection = self.connection
+        with atomic(using=self.using):
+            if not self._pipelines(connection):
+                yield
+                return
+            raw = connection.connection
+            raw.autocommit = True  # at the wire; Django's atomic block is unaware
+            try:
+                # Errors found when the pipeline syncs come as Django's, as they would from
+                # a cursor (an IntegrityError is django.db.IntegrityError).
+                with connection.wrap_database_errors, raw.pipeline():
+                    raw.execute("BEGIN")
+                    yield
+                    raw.execute("COMMIT")
+            except BaseException:
+                raw.rollback()  # a no-op once the pipeline has ended the transaction
+                raise
+            finally:
+                raw.autocommit = False
+
+    @staticmethod
+    def _pipelines(connection: BaseDatabaseWrapper) -> bool:
+        """Whether `transaction` pipelines on this connection (it must hold no transaction
+        yet: the atomic block it opened is the outermost one)."""
+        if connection.vendor != "postgresql" or len(connection.atomic_blocks) != 1:
+            return False
+        import psycopg
+
+        return isinstance(connection.connection, psycopg.Connection) and bool(
+            psycopg.Pipeline.is_supported()
+        )
+
     def lock(
         self,
         model: type[M],
@@ -226,18 +308,27 @@ class Statements:
         """`update`, reading back the row's ``returning`` columns (the others are deferred)
         and the database's clock in the same statement; None when no row matched (nothing
         written)."""
+        return self.send_update_returning(
+            instance, attnames, guard, guard_params, returning
+        ).fetch()
+
+    def send_update_returning(
+        self,
+        instance: M,
+        attnames: Sequence[str],
+        guard: str,
+        guard_params: Sequence[tuple[str, Any]],
+        returning: Sequence[str],
+    ) -> Pending[M]:
+        """`update_returning`, read later (see `pipeline`)."""
         model = type(instance)
         wanted = set(returning)  # in the model's column order, as `Model.from_db` takes them
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
         sql, params, select = self._update(instance, attnames, guard, guard_params, returned)
         connection = self.connection
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        values = select.convert(row, connection)
-        return model.from_db(self.using, returned, values[:-1]), values[-1]
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        return Pending(cursor, model, self.using, returned, select, connection)
 
     def _update(
         self,
@@ -287,8 +378,9 @@ class Statements:
         params.extend(self.prep(model, name, value) for name, value in guard_params)
         return sql, params, select
 
-    def insert(self, instances: Sequence[Model]) -> None:
-        """``bulk_create(instances)`` in one statement; sets an auto primary key on each.
+    def insert(self, instances: Sequence[Model], returning: bool = True) -> None:
+        """``bulk_create(instances)`` in one statement; sets an auto primary key on each
+        (``returning=False``: leaves it unset, and in a `pipeline` does not wait).
 
         A field whose value is ``Now()`` takes the database's clock, as with the ORM.
         """
@@ -298,10 +390,12 @@ class Statements:
         meta = model._meta
         auto_pk = meta.pk if meta.auto_field is meta.pk else None
         fields = [f for f in meta.concrete_fields if f is not auto_pk]
+        if not returning:
+            auto_pk = None
         connection = self.connection
         first = instances[0]
         on_clock = tuple(f.attname for f in fields if isinstance(getattr(first, f.attname), Now))
-        key = ("insert", model, on_clock, len(instances))
+        key = ("insert", model, on_clock, len(instances), auto_pk is not None)
         compiled = self._cache.get(key)
         if compiled is None:
             quote = connection.ops.quote_name

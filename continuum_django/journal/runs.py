@@ -39,6 +39,7 @@ from ..models import (
     WorkflowRun,
 )
 from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, to_event
+from .lean import Pending
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is the chain root's id
@@ -53,9 +54,11 @@ class RunJournal(OrmBase):
             "idempotency_key": new.idempotency_key,
         }
         dispatch = Dispatch()
-        with self._atomic():
-            if new.idempotency_key is None:
+        if new.idempotency_key is None:
+            # Pipelined when it is a transaction of its own: one round trip, and the commit.
+            with self.sql.transaction():
                 return str(self._insert_run(new, dispatch).id), True, dispatch
+        with self._atomic():
             existing = self._runs().filter(**key).values_list("id", flat=True).first()
             if existing is not None:
                 return str(existing), False, Dispatch()
@@ -121,8 +124,8 @@ class RunJournal(OrmBase):
     def commit_activation(
         self, claim: RunClaim, activation: Activation, eager: Eager | None = None
     ) -> Dispatch:
-        with self._atomic():
-            if claim.optimistic and self._foldable(claim, activation):
+        if claim.optimistic and self._foldable(claim, activation):
+            with self.sql.transaction():  # pipelined, see `Statements.transaction`
                 last_seq = len(claim.history)
                 written = self._write_run(claim, activation, last_seq, claim.revision, False)
                 if written is None:
@@ -132,6 +135,7 @@ class RunJournal(OrmBase):
                 return self._apply(
                     run, claim, activation, claim.history, rows, rows, now, eager, written=True
                 )
+        with self._atomic():
             if activation.outcome in FINAL and claim.parent_run_id:
                 self._lock_run(claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
@@ -230,6 +234,13 @@ class RunJournal(OrmBase):
         wakes the run, one more revision). Returns the run, its events numbered from
         ``last_seq`` again for the caller to append, and the database's clock; or None
         (nothing written) when the run changed."""
+        sent = self._send_write_run(claim, activation, last_seq, revision, woken)
+        return self._written(sent, last_seq)
+
+    def _send_write_run(
+        self, claim: RunClaim, activation: Activation, last_seq: int, revision: int, woken: bool
+    ) -> Pending[WorkflowRun]:
+        """`_write_run`'s UPDATE, read later with `_written` (see `Statements.transaction`)."""
         appended = len(activation.events) + woken
         run = WorkflowRun(id=claim.run_id, revision=revision + woken, last_seq=last_seq + appended)
         fields = self._settle(run, activation, Now())
@@ -242,7 +253,13 @@ class RunJournal(OrmBase):
         )
         params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
         params += [("status", status) for status in TERMINAL]
-        written = self.sql.update_returning(run, fields, guard, params, WRITTEN_RUN_COLUMNS)
+        return self.sql.send_update_returning(run, fields, guard, params, WRITTEN_RUN_COLUMNS)
+
+    @staticmethod
+    def _written(
+        sent: Pending[WorkflowRun], last_seq: int
+    ) -> tuple[WorkflowRun, dt.datetime] | None:
+        written = sent.fetch()
         if written is None:
             return None
         run, now = written

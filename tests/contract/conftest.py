@@ -217,6 +217,11 @@ class OrmHarness(Harness):
         )
 
 
-@pytest.fixture(params=["memory", pytest.param("orm", marks=pytest.mark.django_db)])
+# The ORM journal commits for real (transaction=True): its step path pipelines a
+# transaction only when it is the outermost one, so a test wrapped in a transaction would
+# not exercise it.
+@pytest.fixture(
+    params=["memory", pytest.param("orm", marks=pytest.mark.django_db(transaction=True))]
+)
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     yield MemoryHarness() if request.param == "memory" else OrmHarness()

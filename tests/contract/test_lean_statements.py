@@ -1,5 +1,6 @@
 """The step path's compiled statements write and read what the ORM would (Postgres; CI also
-runs this on SQLite), and a guard that fails changes nothing."""
+runs this on SQLite), a guard that fails changes nothing, and a pipelined transaction
+behaves as an atomic block."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime as dt
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -138,3 +139,67 @@ def test_rows_filters_orders_and_converts(sql: Statements) -> None:
     )
     sql.insert([task])
     assert ActivityTask.objects.get(pk=task.pk).args == []  # a JSON default
+
+
+def _pipelined() -> bool:
+    """Whether this connection is in psycopg's pipeline mode right now."""
+    raw = connection.connection
+    return connection.vendor == "postgresql" and bool(raw.pgconn.pipeline_status)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_commits_its_statements_then_runs_on_commit_callbacks(
+    sql: Statements,
+) -> None:
+    run, heard, engaged = new_run(), [], []
+    with sql.transaction():
+        engaged.append(_pipelined())
+        sql.insert([run])
+        sent = sql.send_update_returning(
+            WorkflowRun(id=run.id, revision=7), ["revision"], "", [], ["revision"]
+        )
+        sql.insert([WorkflowEvent(run=run, seq=1, type="marker", created_at=Now())], False)
+        transaction.on_commit(lambda: heard.append(WorkflowRun.objects.get(pk=run.id).revision))
+        written = sent.fetch()
+        assert written is not None and written[0].revision == 7
+    assert engaged == [connection.vendor == "postgresql"]  # pipelined on Postgres only
+    assert heard == [7]  # after the commit, which the callback's own read can see
+    assert WorkflowEvent.objects.filter(run_id=run.id).count() == 1
+    assert connection.get_autocommit() and not _pipelined()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("failure", ["raised", "statement"])
+def test_a_transaction_that_fails_writes_nothing_and_leaves_the_connection_usable(
+    sql: Statements, failure: str
+) -> None:
+    kept = new_run()
+    sql.insert([kept])
+    run, heard = new_run(), []
+    with pytest.raises((ValueError, IntegrityError)), sql.transaction():
+        sql.insert([run])
+        transaction.on_commit(lambda: heard.append("committed"))
+        if failure == "raised":
+            raise ValueError("the step failed")
+        sql.insert([new_run(id=kept.id)], False)  # a duplicate key, found at the commit
+        sql.update(WorkflowRun(id=run.id, revision=3), ["revision"])
+    assert heard == []
+    assert not WorkflowRun.objects.filter(pk=run.id).exists()
+    assert connection.get_autocommit() and not _pipelined()
+    with sql.transaction():  # the next transaction works as usual
+        sql.update(WorkflowRun(id=kept.id, revision=5), ["revision"])
+    assert WorkflowRun.objects.get(pk=kept.id).revision == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_an_outer_transaction_it_is_a_plain_atomic_block(sql: Statements) -> None:
+    run, inner = new_run(), new_run()
+    with transaction.atomic():
+        sql.insert([run])
+        with pytest.raises(ValueError), sql.transaction():
+            assert not _pipelined()
+            sql.insert([inner])
+            raise ValueError("only the inner block rolls back")
+        sql.update(WorkflowRun(id=run.id, revision=2), ["revision"])
+    assert WorkflowRun.objects.get(pk=run.id).revision == 2
+    assert not WorkflowRun.objects.filter(pk=inner.id).exists()
