@@ -68,7 +68,7 @@ def setup() -> dict[str, Any]:
     from django.conf import settings
     from django.core.management import call_command
 
-    import bench.celery_app  # noqa: F401 - the current Celery app: starts are sent through it
+    from bench.celery_app import app  # the current Celery app: starts are sent through it
 
     from . import db
 
@@ -76,9 +76,11 @@ def setup() -> dict[str, Any]:
     db.recreate(settings_dict, settings_dict["NAME"])
     django.setup()
     call_command("migrate", verbosity=0)
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client = redis.Redis.from_url(settings.BENCH_REDIS_URL)
     client.flushdb()
     client.close()
+    if settings.CELERY_BROKER_URL != settings.BENCH_REDIS_URL:
+        app.control.purge()  # messages left by an interrupted run
     return settings_dict
 
 
@@ -88,7 +90,7 @@ def header(report: Report, sizes: Sizes, settings_dict: dict[str, Any], logs: Pa
 
     from . import db
 
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client = redis.Redis.from_url(settings.BENCH_REDIS_URL)
     redis_version = client.info("server").get("redis_version", "?")
     client.close()
     meminfo = Path("/proc/meminfo").read_text().split()
@@ -114,6 +116,8 @@ def header(report: Report, sizes: Sizes, settings_dict: dict[str, Any], logs: Pa
         f"history {sizes.long_steps} vs {sizes.short_steps} steps, one worker "
         f"-c {sizes.concurrency} prefork; logs in {logs}"
     )
+    broker = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    report.note(f"broker: {broker} (continuum and the Celery chain), results: redis")
     report.note(f"a step is one activity and the advance that follows it ({STEPS_PER_RUN} per run)")
 
 

@@ -42,10 +42,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # for that many tasks (BENCH_CELERY_DB_REUSE_MAX=0 measures Celery's default, reconnecting).
 CELERY_DB_REUSE_MAX = env.int("BENCH_CELERY_DB_REUSE_MAX", default=1_000_000) or None
 
-# Redis db 14 is the benchmark's own: flushed at the start of every run.
-CELERY_BROKER_URL = env.str("BENCH_BROKER_URL", default="redis://127.0.0.1:6379/14")
-# Only the Celery-chain peer and the readiness ping keep results; continuum's tasks ignore them.
-CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+# Redis db 14 is the benchmark's own: flushed at the start of every run. It holds the
+# Celery-chain peer's and the readiness ping's results (continuum's tasks ignore theirs) and
+# the counts of the database-cost phase; it is the broker too unless BENCH_BROKER_URL
+# names another (RabbitMQ: amqp://guest:guest@127.0.0.1:5672//; its queues are purged).
+BENCH_REDIS_URL = env.str("BENCH_REDIS_URL", default="redis://127.0.0.1:6379/14")
+CELERY_BROKER_URL = env.str("BENCH_BROKER_URL", default=BENCH_REDIS_URL)
+CELERY_RESULT_BACKEND = BENCH_REDIS_URL
 CELERY_TASK_IGNORE_RESULT = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

@@ -93,7 +93,7 @@ def install_in_worker() -> None:
     @worker_process_init.connect(weak=False)
     def _install(**kwargs: Any) -> None:
         connections["default"].execute_wrappers.append(counter)
-        client.append(redis.Redis.from_url(settings.CELERY_BROKER_URL))
+        client.append(redis.Redis.from_url(settings.BENCH_REDIS_URL))
 
     @task_prerun.connect(weak=False)
     def _started(task: Any = None, **kwargs: Any) -> None:

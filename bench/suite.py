@@ -131,7 +131,7 @@ def measure_db_cost(
     try:
         worker.wait_ready()
         costs = [
-            phases.db_cost(worker, sizes.dbcost_runs, f"dbcost-{i}", settings.CELERY_BROKER_URL)
+            phases.db_cost(worker, sizes.dbcost_runs, f"dbcost-{i}", settings.BENCH_REDIS_URL)
             for i in range(sizes.repeats)
         ]
     finally:

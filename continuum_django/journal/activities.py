@@ -194,8 +194,13 @@ class ActivityJournal(RunJournal):
         """`_complete_attempt`'s UPDATE, read later: it matches nothing when the attempt no
         longer holds its lease at the transaction's clock."""
         quote = connections[self.using].ops.quote_name
-        task = ActivityTask(
-            id=claim.task_id, status=TaskStatus.COMPLETED, result=result, lease_owner=""
+        task = self.sql.partial(
+            ActivityTask,
+            id=claim.task_id,
+            status=TaskStatus.COMPLETED,
+            result=result,
+            lease_owner="",
+            lease_expires_at=None,
         )
         guard = (
             f"{quote('status')} = %s AND {quote('lease_token')} = %s"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 from django.db import connections
@@ -33,6 +34,23 @@ def _name(field: Field[Any, Any]) -> str:
 
 def _to_bool(value: Any, expression: Any, connection: Any) -> bool:
     return bool(value)  # SQLite answers EXISTS with 0 or 1
+
+
+_missing = object()
+
+
+@cache
+def _writes(model: type[Model], on_clock: tuple[str, ...]) -> list[tuple[Field[Any, Any], bool]]:
+    """The fields an INSERT of ``model`` sends (all but an auto key and those on the clock),
+    each with whether its value is computed on save (``pre_save`` overridden, as for
+    ``auto_now``) rather than read from the instance."""
+    meta = model._meta
+    auto_pk = meta.pk if meta.auto_field is meta.pk else None
+    return [
+        (field, type(field).pre_save is not Field.pre_save)
+        for field in meta.concrete_fields
+        if field is not auto_pk and field.attname not in on_clock
+    ]
 
 
 class _Select:
@@ -157,6 +175,7 @@ class Statements:
         return compiled
 
     @staticmethod
+    @cache
     def _concrete(model: type[Model], attname: str) -> Field[Any, Any]:
         meta = model._meta
         if attname == "pk":
@@ -165,6 +184,17 @@ class Statements:
             if field.attname == attname:
                 return field
         raise LookupError(f"{model.__name__} has no column {attname!r}")
+
+    def partial(self, model: type[M], **values: Any) -> M:
+        """An instance of a stored row with only ``values`` loaded (the others deferred),
+        to write those columns: cheaper than ``model(**values)``, which computes every
+        other column's default."""
+        names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+        if len(names) != len(values):
+            unknown = sorted(set(values) - set(names))
+            raise LookupError(f"{model.__name__} has no column {unknown[0]!r}")
+        # In the model's column order, as `Model.from_db` takes them.
+        return model.from_db(self.using, names, [values[name] for name in names])
 
     def prep(self, model: type[Model], attname: str, value: Any) -> Any:
         """A lookup value as the column stores it (on SQLite a UUID is 32 hex digits)."""
@@ -372,6 +402,11 @@ class Statements:
             compiled = self._cache[key] = (sql, writes, _Select(sql, columns))
         sql, writes, select = compiled
         connection = self.connection
+        loaded = instance.__dict__
+        for field in writes:
+            if field.attname not in loaded and type(field).pre_save is Field.pre_save:
+                # A deferred column would be read from the database just to be written.
+                raise ValueError(f"{model.__name__}.{field.attname} is written but not loaded")
         params = [field.get_db_prep_save(field.pre_save(instance, False), connection)
                   for field in writes]  # fmt: skip
         params.append(self.prep(model, "pk", instance.pk))
@@ -410,11 +445,16 @@ class Statements:
                 sql += f" RETURNING {quote(_name(auto_pk))}"
             compiled = self._cache[key] = sql
         params = []
+        writes = _writes(model, on_clock)
         for instance in instances:
-            for field in fields:
-                if field.attname in on_clock:
-                    continue
-                value = field.pre_save(instance, True)
+            for field, computed in writes:
+                value = (
+                    field.pre_save(instance, True)
+                    if computed
+                    else instance.__dict__.get(field.attname, _missing)
+                )
+                if value is _missing:  # deferred: load it, as pre_save would
+                    value = getattr(instance, field.attname)
                 params.append(field.get_db_prep_save(value, connection))
         with connection.cursor() as cursor:
             cursor.execute(compiled, params)

@@ -242,7 +242,9 @@ class RunJournal(OrmBase):
     ) -> Pending[WorkflowRun]:
         """`_write_run`'s UPDATE, read later with `_written` (see `Statements.transaction`)."""
         appended = len(activation.events) + woken
-        run = WorkflowRun(id=claim.run_id, revision=revision + woken, last_seq=last_seq + appended)
+        run = self.sql.partial(
+            WorkflowRun, id=claim.run_id, revision=revision + woken, last_seq=last_seq + appended
+        )
         fields = self._settle(run, activation, Now())
         quote = connections[self.using].ops.quote_name
         live = ", ".join(["%s"] * len(TERMINAL))

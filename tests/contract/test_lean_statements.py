@@ -203,3 +203,21 @@ def test_inside_an_outer_transaction_it_is_a_plain_atomic_block(sql: Statements)
         sql.update(WorkflowRun(id=run.id, revision=2), ["revision"])
     assert WorkflowRun.objects.get(pk=run.id).revision == 2
     assert not WorkflowRun.objects.filter(pk=inner.id).exists()
+
+
+def test_a_partial_instance_writes_its_columns_and_refuses_an_unloaded_one(
+    sql: Statements,
+) -> None:
+    run = new_run()
+    sql.insert([run])
+    partial = sql.partial(WorkflowRun, id=run.id, revision=9, last_seq=4)
+    assert partial.get_deferred_fields() >= {"status", "input", "attributes"}
+    sql.update(partial, ["last_seq", "revision"])  # given in another order than the model's
+    stored = WorkflowRun.objects.get(pk=run.id)
+    assert (stored.revision, stored.last_seq, stored.input) == (9, 4, run.input)
+
+    with pytest.raises(ValueError, match=r"WorkflowRun\.status is written but not loaded"):
+        sql.update(partial, ["status"])
+    with pytest.raises(LookupError, match="no column 'colour'"):
+        sql.partial(WorkflowRun, id=run.id, colour="red")
+    assert WorkflowRun.objects.get(pk=run.id).status == stored.status  # nothing written
