@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -132,6 +133,61 @@ class _ReplayAwareLogger(logging.LoggerAdapter[logging.Logger]):
         return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
 
 
+class HistoryIndex:
+    """What replay looks up in a history: the event recorded at each command position, the
+    first outcome of each command, the first cancel request, and whether the run ended.
+
+    Read-only once built. `extended` builds the index of a longer history of the same
+    run from this one, copying its tables (fast, in C) instead of walking every event
+    again in Python, which is most of a long run's replay.
+    """
+
+    __slots__ = ("cancel", "ended", "events", "outcomes", "recorded")
+
+    def __init__(self) -> None:
+        self.recorded: dict[int, Event] = {}
+        self.outcomes: dict[str, Event] = {}
+        self.cancel: Event | None = None
+        self.ended = False
+        self.events: tuple[Event, ...] = ()
+
+    @classmethod
+    def of(cls, history: Sequence[Event]) -> HistoryIndex:
+        return cls()._add(history, 0)
+
+    def extends_to(self, history: Sequence[Event]) -> bool:
+        """Whether ``history`` begins with the very events this index was built from (the
+        same objects, compared by identity: a pass in C, not a walk in Python)."""
+        return 0 < len(self.events) <= len(history) and all(map(operator.is_, self.events, history))
+
+    def extended(self, history: Sequence[Event]) -> HistoryIndex:
+        """The index of ``history``, which must continue this one (see `extends_to`)."""
+        if len(history) == len(self.events):
+            return self
+        longer = HistoryIndex()
+        longer.recorded = dict(self.recorded)
+        longer.outcomes = dict(self.outcomes)
+        longer.cancel, longer.ended = self.cancel, self.ended
+        return longer._add(history, len(self.events))
+
+    def _add(self, history: Sequence[Event], start: int) -> HistoryIndex:
+        recorded, outcomes = self.recorded, self.outcomes
+        for event in history[start:] if start else history:
+            kind = event.type
+            if event.command_id:
+                if kind in _RECORDED:
+                    position = int(event.command_id.split(":", 1)[0])
+                    recorded.setdefault(position, event)
+                if kind in _OUTCOMES:
+                    outcomes.setdefault(event.command_id, event)
+            elif kind == EventType.CANCEL_REQUESTED and self.cancel is None:
+                self.cancel = event
+            if kind in RUN_ENDS:
+                self.ended = True
+        self.events = tuple(history)
+        return self
+
+
 class WorkflowContext:
     """The ``ctx`` passed as first argument to every workflow function."""
 
@@ -144,25 +200,17 @@ class WorkflowContext:
         mailbox: Iterable[BufferedSignal] = (),
         now: dt.datetime,
         config: EngineConfig | None = None,
+        index: HistoryIndex | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_name = workflow_name
         self._config = config or EngineConfig()
         self._now = now
-        self._recorded: dict[int, Event] = {}
-        self._cancel: Event | None = None
         started = history[0].payload if history else {}
-        self._outcomes: dict[str, Event] = {}
-        for event in history:
-            kind = event.type
-            if event.command_id:
-                if kind in _RECORDED:
-                    position = int(event.command_id.split(":", 1)[0])
-                    self._recorded.setdefault(position, event)
-                if kind in _OUTCOMES:
-                    self._outcomes.setdefault(event.command_id, event)
-            elif kind == EventType.CANCEL_REQUESTED and self._cancel is None:
-                self._cancel = event
+        index = index if index is not None else HistoryIndex.of(history)
+        self._recorded = index.recorded
+        self._outcomes = index.outcomes
+        self._cancel: Event | None = index.cancel
         self._mailbox = list(mailbox)
         self._position = 0
         self._matched = 0
@@ -584,6 +632,13 @@ class WorkflowContext:
 
 # Events that hold a command's place in the sequence (checked for drift on replay).
 _RECORDED = COMMAND_EVENTS | {EventType.SIGNAL_RECEIVED}
+
+RUN_ENDS = {
+    EventType.RUN_COMPLETED,
+    EventType.RUN_FAILED,
+    EventType.RUN_CANCELLED,
+    EventType.RUN_CONTINUED,
+}
 
 _SUCCESSES = {
     EventType.ACTIVITY_COMPLETED,

@@ -6,13 +6,15 @@ The live worker, the replay check and the testing kit all call `advance`.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .context import BufferedSignal, EngineConfig, Suspend, WorkflowContext
+from .context import BufferedSignal, EngineConfig, HistoryIndex, Suspend, WorkflowContext
 from .definitions import WorkflowDefinition, in_workflow, registry
 from .events import Event, EventType, NewEvent
 from .exceptions import (
@@ -63,6 +65,7 @@ def advance(
     if not history or history[0].type != EventType.RUN_STARTED:
         raise ValueError(f"history of run {run_id} does not begin with run_started")
     config = config or EngineConfig()
+    index = _indexes.of(run_id, history)
     ctx = WorkflowContext(
         run_id=run_id,
         workflow_name=definition.name,
@@ -70,11 +73,12 @@ def advance(
         mailbox=mailbox,
         now=now,
         config=config,
+        index=index,
     )
     started = history[0].payload
     args = codec.decode(started["input"]["args"])
     kwargs = codec.decode(started["input"]["kwargs"])
-    already_ended = any(e.type in _TERMINAL for e in history)
+    already_ended = index.ended
 
     token = in_workflow.set(True)
     try:
@@ -200,9 +204,29 @@ def _unreached(recorded: Event) -> dict[str, Any]:
     }
 
 
-_TERMINAL = {
-    EventType.RUN_COMPLETED,
-    EventType.RUN_FAILED,
-    EventType.RUN_CANCELLED,
-    EventType.RUN_CONTINUED,
-}
+class _Indexes:
+    """The history indexes of the runs this process replayed last, so that the next advance
+    of a run extends its index by the new events instead of rebuilding it (the replay of a
+    long run is otherwise mostly that). Bounded; safe across threads."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._by_run: OrderedDict[str, HistoryIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, run_id: str, history: Sequence[Event]) -> HistoryIndex:
+        with self._lock:
+            known = self._by_run.get(run_id)
+        if known is not None and known.extends_to(history):
+            index = known.extended(history)
+        else:
+            index = HistoryIndex.of(history)
+        with self._lock:
+            self._by_run[run_id] = index
+            self._by_run.move_to_end(run_id)
+            while len(self._by_run) > self._size:
+                self._by_run.popitem(last=False)
+        return index
+
+
+_indexes = _Indexes()

@@ -246,3 +246,53 @@ def test_cancel_during_an_untimed_signal_wait_replays_without_drift() -> None:
     assert [e.type for e in runner.journal.history(run_id)][-3:] == [
         "compensation_scheduled", "compensation_completed", "run_cancelled",
     ]  # fmt: skip
+
+
+@workflow(name="engine.five_echoes")
+def five_echoes(ctx: Any) -> Any:
+    total = 0
+    for n in range(5):
+        total += ctx.activity(echo, n)
+    return total
+
+
+def test_an_extended_history_index_matches_one_built_from_scratch() -> None:
+    from continuum_django.engine.context import HistoryIndex
+
+    runner, run_id = run(five_echoes)
+    history = runner.journal.history(run_id)
+    assert runner.journal.runs[run_id].result == 10
+    for cut in range(1, len(history)):
+        built, grown = HistoryIndex.of(history), HistoryIndex.of(history[:cut])
+        assert grown.extends_to(history)
+        grown = grown.extended(history)
+        assert (grown.recorded, grown.outcomes, grown.cancel, grown.ended) == (
+            built.recorded,
+            built.outcomes,
+            built.cancel,
+            built.ended,
+        )
+    assert HistoryIndex.of(history).ended and not HistoryIndex.of(history[:3]).ended
+
+
+def test_replay_never_reuses_the_index_of_another_history_of_the_same_run() -> None:
+    from dataclasses import replace
+
+    runner, run_id = run(five_echoes)
+    history = runner.journal.history(run_id)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    ended = advance(five_echoes, run_id=run_id, history=history, now=now)
+    assert (ended.outcome, ended.result) == ("completed", 10)
+    # A shorter history (a stale worker's), then one sharing its first and its fourth event
+    # objects but with other results in between: each replays as itself.
+    shorter = advance(five_echoes, run_id=run_id, history=history[:4], now=now)
+    assert shorter.outcome == "suspended"
+    shifted = [
+        replace(e, payload={"result": e.payload["result"] + 1})
+        if e.type == "activity_completed"
+        else e
+        for e in history[:-1]
+    ]
+    other = advance(five_echoes, run_id=run_id, history=shifted, now=now)
+    assert shifted[0] is history[0] and shifted[3] is history[3]
+    assert (other.outcome, other.result) == ("completed", 15)
