@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from django.db import connections
@@ -22,6 +23,7 @@ from .engine.exceptions import (
     WorkflowFailed,
 )
 from .engine.local import new_run
+from .journal.lean import Statements
 from .journal.runs import RUN_ENDED
 from .models import TERMINAL, RunStatus, WorkflowRun
 from .worker import runtime
@@ -141,6 +143,28 @@ def _tip(run_id: Any) -> WorkflowRun:
     return run
 
 
+@cache
+def _statements(using: str) -> Statements:
+    return Statements(using)
+
+
+# Columns `result()` does not read: left out of its polling read (they load if touched).
+_NOT_READ_BY_RESULT = ("input", "attributes", "park_detail", "version_hash")
+
+
+def _tip_outcome(run_id: Any) -> WorkflowRun:
+    """`_tip` as `result()` reads it on every wake-up: one compiled statement for the run
+    itself (a QuerySet costs the caller several times as much CPU), the chain walk only
+    once the run has continued as new."""
+    found = _statements(app_settings().DATABASE).lock(
+        WorkflowRun, _run_id(run_id), for_update=False, defer=_NOT_READ_BY_RESULT
+    )
+    if found is None:
+        raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
+    run, _ = found
+    return _tip(run_id) if run.status == RunStatus.CONTINUED else run
+
+
 def result(run_id: Any, timeout: float | None = None) -> Any:
     """Wait for the run (the tip of its continue_as_new chain) to finish; return its result.
 
@@ -151,7 +175,7 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
     deadline = None if timeout is None else time.monotonic() + timeout
     with _end_listener() as wait:  # listening first: no end announced after a read is missed
         while True:
-            run = _tip(run_id)
+            run = _tip_outcome(run_id)
             if run.status in TERMINAL:
                 return _outcome(run)
             left = None if deadline is None else deadline - time.monotonic()
