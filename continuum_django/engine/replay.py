@@ -207,7 +207,8 @@ def _unreached(recorded: Event) -> dict[str, Any]:
 class _Indexes:
     """The history indexes of the runs this process replayed last, so that the next advance
     of a run extends its index by the new events instead of rebuilding it (the replay of a
-    long run is otherwise mostly that). Bounded; safe across threads."""
+    long run is otherwise mostly that). Bounded, like the journal's history cache, and
+    forgets a run once its history ends; safe across threads."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
@@ -222,6 +223,9 @@ class _Indexes:
         else:
             index = HistoryIndex.of(history)
         with self._lock:
+            if index.ended:  # it will not advance again: keep no memory of it
+                self._by_run.pop(run_id, None)
+                return index
             self._by_run[run_id] = index
             self._by_run.move_to_end(run_id)
             while len(self._by_run) > self._size:
