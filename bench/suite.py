@@ -51,6 +51,7 @@ def _mib(sizes: dict[str, int]) -> float:
 def measure_timed(report: Report, sizes: Sizes, logs: Path) -> None:
     """Throughput, memory, latency and history on one worker; the Celery chain on the same."""
     from . import phases
+    from .cpu import CpuMeter
     from .peers import chain
     from .workers import Worker
 
@@ -60,19 +61,23 @@ def measure_timed(report: Report, sizes: Sizes, logs: Path) -> None:
         phases.throughput(worker, min(sizes.runs, 20), "warm-up")
         chain.throughput(min(sizes.runs, 20))
         rss_start = worker.rss_kib()
+        meter = CpuMeter(worker)
         _throughput(
             report,
             "continuum",
             sizes,
             [phases.throughput(worker, sizes.runs, f"tp-{i}") for i in range(sizes.repeats)],
         )
+        _cpu(report, "continuum", meter.spent(), sizes.runs * sizes.repeats)
         _memory(report, rss_start, worker.rss_kib())
+        meter = CpuMeter(worker)
         _throughput(
             report,
             "celery_chain",
             sizes,
             [chain.throughput(sizes.runs) for _ in range(sizes.repeats)],
         )
+        _cpu(report, "celery_chain", meter.spent(), sizes.runs * sizes.repeats)
         phases.vacuum()  # the throughput repeats' dead rows: not vacuumed while latency runs
         for name, measure in (("continuum", phases.latencies), ("celery_chain", chain.latencies)):
             _latency(report, name, [measure(sizes.latency_runs) for _ in range(sizes.repeats)])
@@ -97,6 +102,13 @@ def _throughput(report: Report, name: str, sizes: Sizes, elapsed: list[float]) -
     report.median_figure(f"throughput.{name}.runs_per_s", runs, "runs/s")
     steps = [r * STEPS_PER_RUN for r in runs]
     report.median_figure(f"throughput.{name}.steps_per_s", steps, "steps/s")
+
+
+def _cpu(report: Report, name: str, spent: dict[str, float], runs: int) -> None:
+    """CPU milliseconds per run by process group over all throughput repeats."""
+    for group in ("worker_pool", "worker_main", "postgres", "broker", "starter", "other"):
+        report.figure(f"cpu.{name}.{group}_ms_per_run", spent.get(group, 0.0) * 1000 / runs, "ms")
+    report.figure(f"cpu.{name}.total_ms_per_run", sum(spent.values()) * 1000 / runs, "ms")
 
 
 def _latency(report: Report, name: str, rounds: list[list[float]]) -> None:
