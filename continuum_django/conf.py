@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "DETERMINISM_LINT": "warn",
     "DATABASE": "default",
     "BEAT": True,
+    "PIPELINE": True,
 }
 
 

@@ -23,6 +23,8 @@ from django.db.models.functions import Now
 from django.db.models.sql import Query
 from django.db.transaction import atomic
 
+from ..conf import app_settings
+
 M = TypeVar("M", bound=Model)
 Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
 
@@ -217,7 +219,8 @@ class Statements:
 
         Only the statements of this module may run inside: the ORM reads ``rowcount``
         after some writes, and in a pipeline it is known only once the answer is read.
-        Inside an outer transaction, or off Postgres, this is a plain atomic block.
+        Inside an outer transaction, off Postgres, or with ``CONTINUUM["PIPELINE"]`` off,
+        this is a plain atomic block.
         """
         connection = self.connection
         with atomic(using=self.using):
@@ -244,6 +247,8 @@ class Statements:
         """Whether `transaction` pipelines on this connection (it must hold no transaction
         yet: the atomic block it opened is the outermost one)."""
         if connection.vendor != "postgresql" or len(connection.atomic_blocks) != 1:
+            return False
+        if not app_settings().PIPELINE:
             return False
         import psycopg
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -221,3 +222,13 @@ def test_a_partial_instance_writes_its_columns_and_refuses_an_unloaded_one(
     with pytest.raises(LookupError, match="no column 'colour'"):
         sql.partial(WorkflowRun, id=run.id, colour="red")
     assert WorkflowRun.objects.get(pk=run.id).status == stored.status  # nothing written
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelining_can_be_turned_off(sql: Statements, settings: Any) -> None:
+    settings.CONTINUUM = {**settings.CONTINUUM, "PIPELINE": False}
+    run = new_run()
+    with sql.transaction():
+        assert not _pipelined()
+        sql.insert([run])
+    assert WorkflowRun.objects.filter(pk=run.id).exists()
