@@ -207,7 +207,7 @@ class ActivityJournal(RunJournal):
             f" AND {quote('lease_expires_at')} > {{now}}"
             f" AND ({quote('attempt_deadline')} IS NULL OR {quote('attempt_deadline')} > {{now}})"
         )
-        return self.sql.send_update_returning(
+        return self.sql.update_returning(
             task,
             ["status", "result", "lease_owner", "lease_expires_at", "updated_at"],
             guard,

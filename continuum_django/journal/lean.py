@@ -339,23 +339,10 @@ class Statements:
         guard: str,
         guard_params: Sequence[tuple[str, Any]],
         returning: Sequence[str],
-    ) -> tuple[M, Any] | None:
-        """`update`, reading back the row's ``returning`` columns (the others are deferred)
-        and the database's clock in the same statement; None when no row matched (nothing
-        written)."""
-        return self.send_update_returning(
-            instance, attnames, guard, guard_params, returning
-        ).fetch()
-
-    def send_update_returning(
-        self,
-        instance: M,
-        attnames: Sequence[str],
-        guard: str,
-        guard_params: Sequence[tuple[str, Any]],
-        returning: Sequence[str],
     ) -> Pending[M]:
-        """`update_returning`, read later (see `pipeline`)."""
+        """`update`, reading back the row's ``returning`` columns (the others are deferred)
+        and the database's clock in the same statement, when its `Pending.fetch` is
+        called: in a `transaction`, statements sent before then travel together."""
         model = type(instance)
         wanted = set(returning)  # in the model's column order, as `Model.from_db` takes them
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]

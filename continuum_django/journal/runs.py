@@ -255,7 +255,7 @@ class RunJournal(OrmBase):
         )
         params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
         params += [("status", status) for status in TERMINAL]
-        return self.sql.send_update_returning(run, fields, guard, params, WRITTEN_RUN_COLUMNS)
+        return self.sql.update_returning(run, fields, guard, params, WRITTEN_RUN_COLUMNS)
 
     @staticmethod
     def _written(

@@ -96,7 +96,7 @@ def test_update_returning_writes_and_reads_back_in_one_statement(sql: Statements
     with transaction.atomic():
         missed = sql.update_returning(
             change, fields, "revision = %s", [("revision", 2)], ["id", "revision"]
-        )
+        ).fetch()
     assert missed is None
     assert WorkflowRun.objects.get(pk=run.id).status == "pending"  # nothing written
 
@@ -107,7 +107,7 @@ def test_update_returning_writes_and_reads_back_in_one_statement(sql: Statements
             "revision = %s AND created_at <= {now}",
             [("revision", 3)],
             ["id", "revision", "status", "finished_at"],
-        )
+        ).fetch()
     assert written is not None
     row, now = written
     assert (row.revision, row.status, row.finished_at) == (4, "completed", now)
@@ -156,7 +156,7 @@ def test_a_transaction_commits_its_statements_then_runs_on_commit_callbacks(
     with sql.transaction():
         engaged.append(_pipelined())
         sql.insert([run])
-        sent = sql.send_update_returning(
+        sent = sql.update_returning(
             WorkflowRun(id=run.id, revision=7), ["revision"], "", [], ["revision"]
         )
         sql.insert([WorkflowEvent(run=run, seq=1, type="marker", created_at=Now())], False)
