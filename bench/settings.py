@@ -49,6 +49,11 @@ CELERY_DB_REUSE_MAX = env.int("BENCH_CELERY_DB_REUSE_MAX", default=1_000_000) or
 BENCH_REDIS_URL = env.str("BENCH_REDIS_URL", default="redis://127.0.0.1:6379/14")
 CELERY_BROKER_URL = env.str("BENCH_BROKER_URL", default=BENCH_REDIS_URL)
 CELERY_RESULT_BACKEND = BENCH_REDIS_URL
+# kombu's Redis transport emulates acknowledgements (an "unacked" hash and index per
+# message, so that a worker's crash redelivers it). Kept by default, as in most
+# deployments; BENCH_ACK_EMULATION=0 turns it off for continuum and the chain alike.
+if not env.bool("BENCH_ACK_EMULATION", default=True):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
 CELERY_TASK_IGNORE_RESULT = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
