@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,11 +10,12 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models.functions import Now
 
 import continuum_django as continuum
 from continuum_django import activity, workflow
 from continuum_django.engine.journal import RunClaim
-from continuum_django.models import WorkflowRun
+from continuum_django.models import ActivityTask, WorkflowRun
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
 
@@ -53,6 +55,25 @@ def two_signals(ctx: Any) -> list[Any]:
     first = ctx.wait_signal("a")
     done = ctx.activity(counted, "between")
     return [first, done, ctx.wait_signal("b", timeout=60)]
+
+
+@activity(name="tests.step_path.outlives_its_lease")
+def outlives_its_lease(activity_context: continuum.ActivityContext) -> str:
+    """Ends after its lease lapsed (moved into the past in the database, as the sweep
+    would see it)."""
+    ActivityTask.objects.filter(run_id=activity_context.run_id, status="running").update(
+        lease_expires_at=Now() - dt.timedelta(minutes=1)
+    )
+    return "too late"
+
+
+@workflow(name="tests.step_path.late_second")
+def late_second(ctx: Any) -> list[str]:
+    return [
+        ctx.activity(counted, "late-1"),
+        ctx.activity(outlives_its_lease),
+        ctx.activity(counted, "late-3"),
+    ]
 
 
 @contextmanager
@@ -143,6 +164,27 @@ def test_an_advance_from_a_stale_snapshot_writes_nothing_and_goes_under_a_lease(
     assert run.result(timeout=1) == {"n": 1}
     types = [e.type for e in run.history()]
     assert types == ["run_started", "signal_received", "run_completed"]
+
+
+def test_an_attempt_that_lost_its_lease_writes_nothing_not_even_the_run() -> None:
+    """The step's transaction writes the run's row first, then the attempt's: when the
+    attempt's lease lapsed, the run's UPDATE (already sent down the pipeline) is rolled
+    back with it, and the run stays where the previous step left it."""
+    BODIES.clear()
+    run = late_second.start()
+    assert runtime().advance_run(run.id) == "suspended"  # the late result was discarded
+    stored = WorkflowRun.objects.get(pk=run.id)
+    history = run.history()
+    assert [e.type for e in history] == [
+        "run_started", "activity_scheduled", "activity_completed", "activity_scheduled",
+    ]  # fmt: skip
+    assert (stored.last_seq, stored.status, stored.lease_owner) == (4, "suspended", "")
+    second = ActivityTask.objects.get(run_id=run.id, command_id=history[-1].command_id)
+    assert (second.status, second.result) == ("running", None)  # for the sweep to time out
+    assert not ActivityTask.objects.filter(run_id=run.id, activity="tests.step_path.counted")[
+        1:
+    ].exists()  # the third activity, speculated after the late result, was never scheduled
+    assert BODIES == {"late-1": 1}
 
 
 def test_a_child_ending_takes_its_parent_lock_first() -> None:
