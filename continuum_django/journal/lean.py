@@ -6,7 +6,8 @@ step path runs a handful of them per activity. These helpers take table and colu
 value preparation (``pre_save``, ``get_db_prep_save``) and result conversion (the backend's
 and the field's converters) from the models' own metadata, so they send what the ORM would
 send for the same row and hand back the same model instances; they only skip rebuilding
-the SQL text. Everything off the step path keeps using QuerySets.
+the SQL text. On Postgres, `Statements.transaction` also pipelines a step's statements.
+Everything off the step path keeps using QuerySets.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ class _Select:
 
 
 class Pending(Generic[M]):
-    """An ``UPDATE ... RETURNING`` sent and not read yet: in a `Statements.pipeline`, the
-    statements sent after it travel with it, and reading it waits for the answers."""
+    """An ``UPDATE ... RETURNING`` sent and not read yet: in a `Statements.transaction`,
+    the statements sent after it travel with it, and reading it waits for the answers."""
 
     def __init__(
         self,
@@ -407,7 +408,7 @@ class Statements:
 
     def insert(self, instances: Sequence[Model], returning: bool = True) -> None:
         """``bulk_create(instances)`` in one statement; sets an auto primary key on each
-        (``returning=False``: leaves it unset, and in a `pipeline` does not wait).
+        (``returning=False``: leaves it unset, and in a `transaction` does not wait).
 
         A field whose value is ``Now()`` takes the database's clock, as with the ORM.
         """
