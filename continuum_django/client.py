@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from django.db import connections
@@ -23,7 +22,7 @@ from .engine.exceptions import (
     WorkflowFailed,
 )
 from .engine.local import new_run
-from .journal.lean import Statements
+from .journal.lean import statements
 from .journal.runs import RUN_ENDED
 from .models import TERMINAL, RunStatus, WorkflowRun
 from .worker import runtime
@@ -133,7 +132,11 @@ def get_run(run_id: Any) -> WorkflowRun:
 
 def _tip(run_id: Any) -> WorkflowRun:
     """The live end of the run's continue_as_new chain (the run itself when none)."""
-    run = get_run(run_id)
+    return _chain_tip(get_run(run_id))
+
+
+def _chain_tip(run: WorkflowRun) -> WorkflowRun:
+    """The live end of the continue_as_new chain that ``run`` belongs to, from ``run`` on."""
     runs = WorkflowRun.objects.using(app_settings().DATABASE)
     while run.status == RunStatus.CONTINUED:
         successor = runs.filter(continued_from=run).first()
@@ -141,11 +144,6 @@ def _tip(run_id: Any) -> WorkflowRun:
             break
         run = successor
     return run
-
-
-@cache
-def _statements(using: str) -> Statements:
-    return Statements(using)
 
 
 # Columns `result()` does not read: left out of its polling read (they load if touched).
@@ -156,13 +154,12 @@ def _tip_outcome(run_id: Any) -> WorkflowRun:
     """`_tip` as `result()` reads it on every wake-up: one compiled statement for the run
     itself (a QuerySet costs the caller several times as much CPU), the chain walk only
     once the run has continued as new."""
-    found = _statements(app_settings().DATABASE).lock(
+    found = statements(app_settings().DATABASE).lock(
         WorkflowRun, _run_id(run_id), for_update=False, defer=_NOT_READ_BY_RESULT
     )
     if found is None:
         raise RunNotFound(f"no run has the id {run_id}", run_id=str(run_id))
-    run, _ = found
-    return _tip(run_id) if run.status == RunStatus.CONTINUED else run
+    return _chain_tip(found[0])
 
 
 def result(run_id: Any, timeout: float | None = None) -> Any:

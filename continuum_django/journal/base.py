@@ -23,7 +23,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .lean import Statements
+from .lean import statements
 
 EVENT_COLUMNS = ["seq", "type", "command_id", "payload", "created_at"]
 
@@ -78,7 +78,7 @@ class OrmBase:
 
     def __init__(self, using: str = "default") -> None:
         self.using = using
-        self.sql = Statements(using)
+        self.sql = statements(using)
         self._histories: OrderedDict[str, list[Event]] = OrderedDict()
 
     def _history(

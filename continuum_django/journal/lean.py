@@ -457,3 +457,10 @@ class Statements:
         for instance in instances:
             instance._state.adding = False
             instance._state.db = self.using
+
+
+@cache
+def statements(using: str) -> Statements:
+    """This process's compiled statements on database alias ``using`` (the journal's and
+    `result()`'s share them: each statement is compiled once)."""
+    return Statements(using)
