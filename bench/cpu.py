@@ -11,7 +11,7 @@ import os
 from contextlib import suppress
 from pathlib import Path
 
-from .workers import Worker, _children
+from .workers import Worker, children
 
 TICKS = os.sysconf("SC_CLK_TCK")
 BROKERS = ("redis-server", "beam.smp")  # Redis, RabbitMQ (Erlang)
@@ -49,7 +49,7 @@ class CpuMeter:
         return "other"
 
     def _sample(self) -> dict[int, tuple[str, float]]:
-        pool = set(_children(self._worker.pid))
+        pool = set(children(self._worker.pid))
         found: dict[int, tuple[str, float]] = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():

@@ -80,12 +80,12 @@ class Worker:
     def rss_kib(self) -> dict[str, int]:
         """Resident memory of the main process and of each pool process, in KiB."""
         sizes = {"main": _rss_kib(self.pid)}
-        for index, child in enumerate(sorted(_children(self.pid)), start=1):
+        for index, child in enumerate(sorted(children(self.pid)), start=1):
             sizes[f"child{index}"] = _rss_kib(child)
         return sizes
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
