@@ -12,6 +12,7 @@ Everything off the step path keeps using QuerySets.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -110,6 +111,8 @@ class Statements:
     def __init__(self, using: str) -> None:
         self.using = using
         self._cache: dict[tuple[Any, ...], Any] = {}
+        # Per thread: in a pipelined `transaction`, the reads left until after its COMMIT.
+        self._local = threading.local()
 
     @property
     def connection(self) -> BaseDatabaseWrapper:
@@ -216,7 +219,8 @@ class Statements:
         sends statements without waiting for each answer until one is read, so a step's
         transaction costs two or three round trips instead of one per statement. BEGIN
         and COMMIT go down the pipeline as statements (psycopg would otherwise wait for
-        the BEGIN alone); Django's own commit then finds the transaction done.
+        the BEGIN alone); Django's own commit then finds the transaction done. What
+        `insert` reads back with ``then`` is read after the COMMIT, with its answer.
 
         Only the statements of this module may run inside: the ORM reads ``rowcount``
         after some writes, and in a pipeline it is known only once the answer is read.
@@ -230,6 +234,8 @@ class Statements:
                 return
             raw = connection.connection
             raw.autocommit = True  # at the wire; Django's atomic block is unaware
+            later: list[Callable[[], None]] = []
+            self._local.later = later
             try:
                 # Errors found when the pipeline syncs come as Django's, as they would from
                 # a cursor (an IntegrityError is django.db.IntegrityError).
@@ -242,6 +248,9 @@ class Statements:
                 raise
             finally:
                 raw.autocommit = False
+                self._local.later = None
+            for read in later:  # the answers came with the COMMIT's: no round trip
+                read()
 
     @staticmethod
     def _pipelines(connection: BaseDatabaseWrapper) -> bool:
@@ -406,13 +415,23 @@ class Statements:
         params.extend(self.prep(model, name, value) for name, value in guard_params)
         return sql, params, select
 
-    def insert(self, instances: Sequence[Model], returning: bool = True) -> None:
+    def insert(
+        self,
+        instances: Sequence[Model],
+        returning: bool = True,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """``bulk_create(instances)`` in one statement; sets an auto primary key on each
         (``returning=False``: leaves it unset, and in a `transaction` does not wait).
 
-        A field whose value is ``Now()`` takes the database's clock, as with the ORM.
+        ``then`` is called once the keys are set. In a pipelined `transaction` the keys are
+        read after its COMMIT (so reading them costs no round trip of its own), and the
+        caller must not need them before; elsewhere they are read, and ``then`` called, at
+        once. A field whose value is ``Now()`` takes the database's clock, as with the ORM.
         """
         if not instances:
+            if then is not None:
+                then()
             return
         model = type(instances[0])
         meta = model._meta
@@ -449,14 +468,31 @@ class Statements:
                 if value is _missing:  # deferred: load it, as pre_save would
                     value = getattr(instance, field.attname)
                 params.append(field.get_db_prep_save(value, connection))
-        with connection.cursor() as cursor:
+        cursor = connection.cursor()
+        try:
             cursor.execute(compiled, params)
-            if auto_pk is not None:
-                for instance, (pk,) in zip(instances, cursor.fetchall(), strict=True):
-                    setattr(instance, auto_pk.attname, pk)
+        except BaseException:
+            cursor.close()
+            raise
         for instance in instances:
             instance._state.adding = False
             instance._state.db = self.using
+
+        def keys() -> None:
+            try:
+                if auto_pk is not None:
+                    for instance, (pk,) in zip(instances, cursor.fetchall(), strict=True):
+                        setattr(instance, auto_pk.attname, pk)
+            finally:
+                cursor.close()
+            if then is not None:
+                then()
+
+        later = getattr(self._local, "later", None)
+        if later is not None and then is not None:
+            later.append(keys)
+        else:
+            keys()
 
 
 @cache

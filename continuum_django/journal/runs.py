@@ -311,13 +311,14 @@ class RunJournal(OrmBase):
         leased = next((t for t in tasks if eager and t.queue == eager.queue), None)
         if leased is not None and eager is not None:
             lease_task(leased, eager.owner, eager.lease_seconds, now)
-        if tasks:
-            self.sql.insert(tasks)
+
+        def dispatch_tasks() -> None:  # once their ids are known (after a pipeline's COMMIT)
             dispatch.activities.extend((t.id, t.queue, None) for t in tasks if t is not leased)
-        if leased is not None:
-            dispatch.eager_activity = activity_claim(leased)
-        if timers:
-            self.sql.insert(timers)
+            if leased is not None:
+                dispatch.eager_activity = activity_claim(leased)
+
+        self.sql.insert(tasks, then=dispatch_tasks)
+        self.sql.insert(timers, returning=False)
 
     def _end(
         self,

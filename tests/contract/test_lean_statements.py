@@ -35,6 +35,12 @@ def new_run(**fields: object) -> WorkflowRun:
     return WorkflowRun(**(values | fields))
 
 
+def new_task(run: WorkflowRun, name: str) -> ActivityTask:
+    return ActivityTask(
+        run=run, command_id=f"0:activity:{name}", activity=name, queue="q", next_attempt_at=Now()
+    )
+
+
 def test_insert_stores_what_the_orm_reads_back(sql: Statements) -> None:
     before = timezone.now() - dt.timedelta(minutes=5)  # the database's clock may differ a bit
     run = new_run()
@@ -190,6 +196,28 @@ def test_a_transaction_that_fails_writes_nothing_and_leaves_the_connection_usabl
     with sql.transaction():  # the next transaction works as usual
         sql.update(WorkflowRun(id=kept.id, revision=5), ["revision"])
     assert WorkflowRun.objects.get(pk=kept.id).revision == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keys_read_with_then_come_after_a_pipelined_commit(sql: Statements) -> None:
+    run = new_run()
+    sql.insert([run])
+    tasks = [new_task(run, "first"), new_task(run, "second")]
+    known: list[list[int | None]] = []
+    with sql.transaction():
+        sql.insert(tasks, then=lambda: known.append([t.pk for t in tasks]))
+        inside = list(known)
+    # Pipelined, the keys are read with the COMMIT's answer; otherwise at once.
+    assert inside == ([] if connection.vendor == "postgresql" else known)
+    stored = sorted(ActivityTask.objects.filter(run_id=run.id).values_list("pk", flat=True))
+    assert len(known) == 1 and sorted(known[0]) == stored  # type: ignore[type-var]
+
+    called: list[str] = []
+    with pytest.raises(ValueError), sql.transaction():
+        sql.insert([new_task(run, "third")], then=lambda: called.append("keys"))
+        raise ValueError("the step failed")
+    assert called == ([] if connection.vendor == "postgresql" else ["keys"])
+    assert ActivityTask.objects.filter(run_id=run.id).count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
