@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -181,7 +182,9 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
                     f"run {run.id} is still {run.status} after {timeout} seconds",
                     run_id=str(run.id),
                 )
-            wait(str(run.chain_root_id or run.id), left)
+            notice = wait(str(run.chain_root_id or run.id), left)
+            if notice.get("status") == RunStatus.COMPLETED and "result" in notice:
+                return codec.decode(notice["result"])  # the chain's end, as it committed
 
 
 def _outcome(run: WorkflowRun) -> Any:
@@ -198,16 +201,18 @@ def _outcome(run: WorkflowRun) -> Any:
 
 
 @contextmanager
-def _end_listener() -> Iterator[Callable[[str, float | None], None]]:
+def _end_listener() -> Iterator[Callable[[str, float | None], dict[str, Any]]]:
     """A function that waits, at most the given seconds, until a run of the given chain may
-    have ended: woken by Postgres NOTIFY when possible, by a short, growing sleep otherwise."""
+    have ended: woken by Postgres NOTIFY when possible, by a short, growing sleep otherwise.
+    It returns the notice of the end (`end_notice`; empty when it woke without one)."""
     connection = connections[app_settings().DATABASE]
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         delays = iter([0.005, 0.01, 0.02, 0.03, 0.04])
 
-        def poll(chain: str, left: float | None) -> None:
+        def poll(chain: str, left: float | None) -> dict[str, Any]:
             delay = next(delays, 0.05)
             time.sleep(delay if left is None else max(0.0, min(delay, left)))
+            return {}
 
         yield poll
         return
@@ -215,11 +220,16 @@ def _end_listener() -> Iterator[Callable[[str, float | None], None]]:
         cursor.execute(f"LISTEN {RUN_ENDED}")
     raw = connection.connection
 
-    def listen(chain: str, left: float | None) -> None:
+    def listen(chain: str, left: float | None) -> dict[str, Any]:
         # Bounded, so that a notification missed for any reason costs at most a second.
         for note in raw.notifies(timeout=min(1.0, left if left is not None else 1.0)):
-            if note.payload == chain:
-                return
+            try:
+                notice = json.loads(note.payload)
+            except ValueError:
+                continue  # not ours: someone else notified on the channel
+            if isinstance(notice, dict) and notice.get("chain") == chain:
+                return notice
+        return {}
 
     try:
         yield listen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from django.db import IntegrityError, connections
@@ -42,8 +43,21 @@ from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, to
 from .lean import Pending
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
-RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is the chain root's id
+RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is `end_notice`'s
+NOTICE_MAX_BYTES = 7_999  # Postgres refuses a NOTIFY payload of 8,000 bytes or more
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
+
+
+def end_notice(run: WorkflowRun) -> str:
+    """The payload announcing that ``run`` ended: JSON naming its chain (the root's id), the
+    run and its status, and for a completed run its result when the payload has room, so
+    that `result()` need not read the run again."""
+    notice = {"chain": str(run.chain_root_id), "run": str(run.id), "status": run.status}
+    if run.status == RunStatus.COMPLETED:
+        whole = json.dumps(notice | {"result": run.result}, separators=(",", ":"))
+        if len(whole.encode()) <= NOTICE_MAX_BYTES:
+            return whole
+    return json.dumps(notice, separators=(",", ":"))
 
 
 class RunJournal(OrmBase):
@@ -356,7 +370,7 @@ class RunJournal(OrmBase):
         connection = connections[self.using]
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, str(run.chain_root_id)])
+                cursor.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, end_notice(run)])
 
     def _live_children(self, run: WorkflowRun) -> list[str]:
         children = self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from django.db import connection, connections
 from django.test import override_settings
 
 import continuum_django as continuum
@@ -13,6 +19,7 @@ from continuum_django import (
     RunNotFound,
     UnknownWorkflow,
 )
+from continuum_django.journal.runs import NOTICE_MAX_BYTES, end_notice
 from continuum_django.models import Signal, WorkflowEvent, WorkflowRun
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
@@ -133,3 +140,42 @@ def test_bad_signal_contracts_are_refused_at_registration() -> None:
 
         @continuum.workflow(name="tests.bad_contract", signals={"x": 3})
         def bad(ctx: object) -> None: ...
+
+
+@pytest.mark.django_db(transaction=True)
+def test_result_takes_a_completed_run_s_result_from_the_notice_of_its_end() -> None:
+    run = wf.three_steps.start(4)
+    sent: list[str] = []
+
+    def finish_after_the_first_read(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        answer = execute(sql, params, many, context)
+        sent.append(sql)
+        if sql.startswith("SELECT") and len(sent) == 2:  # result() read it, still pending
+            worker = threading.Thread(target=lambda: (finish(run), connections.close_all()))
+            worker.start()
+            worker.join()  # the run ended, announced to this connection's LISTEN
+        return answer
+
+    with connection.execute_wrapper(finish_after_the_first_read):
+        value = run.result(timeout=10)
+    expected = {"value": 10, "text": "value is 10"}
+    assert value == WorkflowRun.objects.get(pk=run.id).result == expected
+    # LISTEN, the one read of the run, UNLISTEN: the run was not read again once it ended.
+    assert [sql.split()[0] for sql in sent] == ["LISTEN", "SELECT", "UNLISTEN"]
+
+
+def test_the_notice_of_an_end_carries_a_result_only_when_it_fits() -> None:
+    run = wf.three_steps.start(1)
+    stored = WorkflowRun.objects.get(pk=run.id)
+    stored.status, stored.result = "completed", {"ok": [1, 2]}
+    notice = json.loads(end_notice(stored))
+    ended = {"chain": run.id, "run": run.id, "status": "completed"}
+    assert notice == ended | {"result": {"ok": [1, 2]}}
+
+    stored.result = "x" * NOTICE_MAX_BYTES  # the client reads the run instead
+    assert "result" not in json.loads(end_notice(stored))
+    assert len(end_notice(stored).encode()) < NOTICE_MAX_BYTES
+    stored.status, stored.result = "failed", None
+    assert json.loads(end_notice(stored)) == {"chain": run.id, "run": run.id, "status": "failed"}
