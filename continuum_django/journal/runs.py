@@ -48,13 +48,13 @@ NOTICE_MAX_BYTES = 7_999  # Postgres refuses a NOTIFY payload of 8,000 bytes or 
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
 
 
-def end_notice(run: WorkflowRun) -> str:
+def end_notice(run: WorkflowRun, result: Any) -> str:
     """The payload announcing that ``run`` ended: JSON naming its chain (the root's id), the
-    run and its status, and for a completed run its result when the payload has room, so
-    that `result()` need not read the run again."""
+    run and its status, and for a completed run its ``result`` (encoded, as stored) when the
+    payload has room, so that `result()` need not read the run again."""
     notice = {"chain": str(run.chain_root_id), "run": str(run.id), "status": run.status}
     if run.status == RunStatus.COMPLETED:
-        whole = json.dumps(notice | {"result": run.result}, separators=(",", ":"))
+        whole = json.dumps(notice | {"result": result}, separators=(",", ":"))
         if len(whole.encode()) <= NOTICE_MAX_BYTES:
             return whole
     return json.dumps(notice, separators=(",", ":"))
@@ -353,7 +353,7 @@ class RunJournal(OrmBase):
             self.sql.update(run, END_FIELDS)
         ends = self._loose_ends(run)
         self._close_open_work(run, ends)
-        self._announce_end(run)
+        self._announce_end(run, result)
         if run.parent_run_id:
             parent, _ = self._lock_run(run.parent_run_id)
             if parent.status not in TERMINAL:
@@ -365,12 +365,12 @@ class RunJournal(OrmBase):
             child, _ = self._lock_run(child_id)
             self._cancel(child, "the parent run ended", False, now, dispatch)
 
-    def _announce_end(self, run: WorkflowRun) -> None:
+    def _announce_end(self, run: WorkflowRun, result: Any) -> None:
         """Wake callers waiting in `result()` (Postgres NOTIFY, delivered on commit)."""
         connection = connections[self.using]
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, end_notice(run)])
+                cursor.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, end_notice(run, result)])
 
     def _live_children(self, run: WorkflowRun) -> list[str]:
         children = self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL)
