@@ -249,9 +249,7 @@ class OrmBase:
             f" EXISTS (SELECT 1 FROM {runs} WHERE parent_run_id = %s AND status NOT IN ({live}))"
         )
         params = [run_id, TaskStatus.SCHEDULED, run_id, TaskStatus.RUNNING, run_id, run_id]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, *TERMINAL])
-            row = cursor.fetchone()
+        row = self.sql.fetchone(sql, [*params, *TERMINAL])
         return LooseEnds(*(bool(flag) for flag in row))
 
     def _close_open_work(self, run: WorkflowRun, ends: LooseEnds | None = None) -> None:

@@ -84,6 +84,7 @@ class Pending(Generic[M]):
         returned: Sequence[str],
         select: _Select,
         connection: BaseDatabaseWrapper,
+        release: Callable[[Any], None],
     ) -> None:
         self._cursor = cursor
         self._model = model
@@ -91,6 +92,7 @@ class Pending(Generic[M]):
         self._returned = returned
         self._select = select
         self._connection = connection
+        self._release = release
 
     def fetch(self) -> tuple[M, Any] | None:
         """The row as a model instance (its other columns deferred) and the database's
@@ -98,7 +100,7 @@ class Pending(Generic[M]):
         try:
             row = self._cursor.fetchone()
         finally:
-            self._cursor.close()
+            self._release(self._cursor)
         if row is None:
             return None
         values = self._select.convert(row, self._connection)
@@ -117,6 +119,59 @@ class Statements:
     @property
     def connection(self) -> BaseDatabaseWrapper:
         return connections[self.using]
+
+    # -- cursors -------------------------------------------------------------
+
+    def _cursors(self, connection: BaseDatabaseWrapper) -> list[Any]:
+        """This thread's idle cursors on ``connection`` as it is now: a new (empty) list when
+        it reconnected or started or stopped logging queries since they were made."""
+        local = self._local
+        key = (connection.connection, connection.queries_logged)
+        if getattr(local, "key", None) != key or connection.connection is None:
+            local.key, local.cursors, local.raw_cursor = key, [], None
+        cursors: list[Any] = local.cursors
+        return cursors
+
+    def _cursor(self) -> Any:
+        """A cursor of this thread's connection, reused: making one costs the caller about
+        three times what sending a statement through it does (Django's wrapper, psycopg's
+        cursor and its adapters). Hand it back with `_release` once its answer is read."""
+        connection = self.connection
+        idle = self._cursors(connection)
+        if idle:
+            return idle.pop()
+        cursor = connection.cursor()  # connects first, if need be
+        self._cursors(connection)  # the key names the connection it made
+        return cursor
+
+    def _release(self, cursor: Any) -> None:
+        connection = self.connection
+        if cursor.db is connection and cursor.cursor.connection is connection.connection:
+            self._cursors(connection).append(cursor)
+        else:
+            cursor.close()
+
+    @contextmanager
+    def _using_cursor(self) -> Iterator[Any]:
+        cursor = self._cursor()
+        try:
+            yield cursor
+        finally:
+            self._release(cursor)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Send one statement of raw SQL (in a `transaction`, without waiting for it)."""
+        with self._using_cursor() as cursor:
+            cursor.execute(sql, params)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+        """The first row of a query of raw SQL that has one."""
+        with self._using_cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            raise LookupError(f"no row from {sql!r}")
+        return tuple(row)
 
     # -- compiling -----------------------------------------------------------
 
@@ -240,9 +295,10 @@ class Statements:
                 # Errors found when the pipeline syncs come as Django's, as they would from
                 # a cursor (an IntegrityError is django.db.IntegrityError).
                 with connection.wrap_database_errors, raw.pipeline():
-                    raw.execute("BEGIN")
+                    command = self._raw_cursor(connection)
+                    command.execute("BEGIN")
                     yield
-                    raw.execute("COMMIT")
+                    command.execute("COMMIT")
             except BaseException:
                 raw.rollback()  # a no-op once the pipeline has ended the transaction
                 raise
@@ -251,6 +307,13 @@ class Statements:
                 self._local.later = None
             for read in later:  # the answers came with the COMMIT's: no round trip
                 read()
+
+    def _raw_cursor(self, connection: BaseDatabaseWrapper) -> Any:
+        """A psycopg cursor of the connection, reused for BEGIN and COMMIT."""
+        self._cursors(connection)
+        if self._local.raw_cursor is None:
+            self._local.raw_cursor = connection.connection.cursor()
+        return self._local.raw_cursor
 
     @staticmethod
     def _pipelines(connection: BaseDatabaseWrapper) -> bool:
@@ -294,7 +357,7 @@ class Statements:
             exists=tuple(flags.values()),
         )
         connection = self.connection
-        with connection.cursor() as cursor:
+        with self._using_cursor() as cursor:
             cursor.execute(select.sql, [self.prep(model, "pk", pk)])
             row = cursor.fetchone()
         if row is None:
@@ -316,7 +379,7 @@ class Statements:
         """Converted values of the selected columns of every matching row."""
         select = self._select(model, attnames, where, order_by=order_by)
         connection = self.connection
-        with connection.cursor() as cursor:
+        with self._using_cursor() as cursor:
             prepared = [
                 self.prep(model, name, value)
                 for (name, _), value in zip(where, params, strict=True)
@@ -338,7 +401,7 @@ class Statements:
         is the database's clock, as is a field's value ``Now()``).
         """
         sql, params, _ = self._update(instance, attnames, guard, guard_params, ())
-        with self.connection.cursor() as cursor:
+        with self._using_cursor() as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
 
@@ -358,9 +421,13 @@ class Statements:
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
         sql, params, select = self._update(instance, attnames, guard, guard_params, returned)
         connection = self.connection
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        return Pending(cursor, model, self.using, returned, select, connection)
+        cursor = self._cursor()
+        try:
+            cursor.execute(sql, params)
+        except BaseException:
+            self._release(cursor)
+            raise
+        return Pending(cursor, model, self.using, returned, select, connection, self._release)
 
     def _update(
         self,
@@ -468,11 +535,11 @@ class Statements:
                 if value is _missing:  # deferred: load it, as pre_save would
                     value = getattr(instance, field.attname)
                 params.append(field.get_db_prep_save(value, connection))
-        cursor = connection.cursor()
+        cursor = self._cursor()
         try:
             cursor.execute(compiled, params)
         except BaseException:
-            cursor.close()
+            self._release(cursor)
             raise
         for instance in instances:
             instance._state.adding = False
@@ -484,7 +551,7 @@ class Statements:
                     for instance, (pk,) in zip(instances, cursor.fetchall(), strict=True):
                         setattr(instance, auto_pk.attname, pk)
             finally:
-                cursor.close()
+                self._release(cursor)
             if then is not None:
                 then()
 

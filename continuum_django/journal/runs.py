@@ -367,10 +367,8 @@ class RunJournal(OrmBase):
 
     def _announce_end(self, run: WorkflowRun, result: Any) -> None:
         """Wake callers waiting in `result()` (Postgres NOTIFY, delivered on commit)."""
-        connection = connections[self.using]
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, end_notice(run, result)])
+        if connections[self.using].vendor == "postgresql":
+            self.sql.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, end_notice(run, result)])
 
     def _live_children(self, run: WorkflowRun) -> list[str]:
         children = self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Now
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from continuum_django.journal.lean import Statements
@@ -260,3 +261,26 @@ def test_pipelining_can_be_turned_off(sql: Statements, settings: Any) -> None:
         assert not _pipelined()
         sql.insert([run])
     assert WorkflowRun.objects.filter(pk=run.id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cursors_are_reused_until_the_connection_changes(sql: Statements) -> None:
+    run = new_run()
+    sql.insert([run])
+    cursor = sql._cursor()
+    sql._release(cursor)
+    assert sql._cursor() is cursor  # idle, so reused
+    sql._release(cursor)
+
+    connection.close()  # as Celery's fix-up does between tasks
+    locked = sql.lock(WorkflowRun, run.id)  # a new connection, and a cursor of its own
+    assert locked is not None and str(locked[0].pk) == run.id
+    fresh = sql._cursor()
+    assert fresh is not cursor and fresh.cursor.connection is connection.connection
+    sql._release(fresh)
+
+    with CaptureQueriesContext(connection) as captured:  # a logging cursor while it lasts
+        sql.lock(WorkflowRun, run.id)
+        sql.execute("SELECT 1")
+    assert len(captured) == 2 and "continuum_workflowrun" in captured[0]["sql"]
+    assert sql.fetchone("SELECT 41 + 1") == (42,)
