@@ -23,8 +23,8 @@ from .engine.exceptions import (
     WorkflowFailed,
 )
 from .engine.local import new_run
+from .journal.base import RUN_ENDED
 from .journal.lean import statements
-from .journal.runs import RUN_ENDED
 from .models import TERMINAL, RunStatus, WorkflowRun
 from .worker import runtime
 

@@ -26,6 +26,7 @@ from ..models import (
 from .lean import statements
 
 EVENT_COLUMNS = ["seq", "type", "command_id", "payload", "created_at"]
+RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is `runs.end_notice`'s
 
 # Columns the step path never reads: a locked run leaves them behind (they load on access).
 COLD_RUN_COLUMNS = (
@@ -234,8 +235,10 @@ class OrmBase:
                 f"lease {claim.token} on run {run.id} is no longer held", run_id=str(run.id)
             )
 
-    def _loose_ends(self, run: WorkflowRun) -> LooseEnds:
-        """What an ending or cancelled run leaves open, in one round trip (usually nothing)."""
+    def _loose_ends(self, run: WorkflowRun, notice: str | None = None) -> LooseEnds:
+        """What an ending or cancelled run leaves open, in one round trip (usually nothing).
+        With ``notice``, the same statement announces the end on Postgres (NOTIFY
+        `RUN_ENDED`, heard once the transaction commits)."""
         connection = connections[self.using]
         quote = connection.ops.quote_name
         run_id = self.sql.prep(WorkflowRun, "pk", run.id)
@@ -249,8 +252,12 @@ class OrmBase:
             f" EXISTS (SELECT 1 FROM {runs} WHERE parent_run_id = %s AND status NOT IN ({live}))"
         )
         params = [run_id, TaskStatus.SCHEDULED, run_id, TaskStatus.RUNNING, run_id, run_id]
-        row = self.sql.fetchone(sql, [*params, *TERMINAL])
-        return LooseEnds(*(bool(flag) for flag in row))
+        params.extend(TERMINAL)
+        if notice is not None and connection.vendor == "postgresql":
+            sql += ", pg_notify(%s, %s) IS NULL"
+            params += [RUN_ENDED, notice]
+        row = self.sql.fetchone(sql, params)
+        return LooseEnds(*(bool(flag) for flag in row[:4]))
 
     def _close_open_work(self, run: WorkflowRun, ends: LooseEnds | None = None) -> None:
         ends = ends or self._loose_ends(run)

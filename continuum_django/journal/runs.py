@@ -39,11 +39,16 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, to_event
+from .base import (
+    LEASE_FIELDS,
+    WRITTEN_RUN_COLUMNS,
+    OrmBase,
+    activity_claim,
+    to_event,
+)
 from .lean import Pending
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
-RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is `end_notice`'s
 NOTICE_MAX_BYTES = 7_999  # Postgres refuses a NOTIFY payload of 8,000 bytes or more
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
 
@@ -351,9 +356,8 @@ class RunJournal(OrmBase):
             run.result, run.error, run.finished_at = result, error, now
             run.next_wakeup_at, run.lease_owner, run.lease_expires_at = None, "", None
             self.sql.update(run, END_FIELDS)
-        ends = self._loose_ends(run)
+        ends = self._loose_ends(run, notice=end_notice(run, result))  # wakes result()
         self._close_open_work(run, ends)
-        self._announce_end(run, result)
         if run.parent_run_id:
             parent, _ = self._lock_run(run.parent_run_id)
             if parent.status not in TERMINAL:
@@ -364,11 +368,6 @@ class RunJournal(OrmBase):
         for child_id in self._live_children(run) if ends.children else []:
             child, _ = self._lock_run(child_id)
             self._cancel(child, "the parent run ended", False, now, dispatch)
-
-    def _announce_end(self, run: WorkflowRun, result: Any) -> None:
-        """Wake callers waiting in `result()` (Postgres NOTIFY, delivered on commit)."""
-        if connections[self.using].vendor == "postgresql":
-            self.sql.execute("SELECT pg_notify(%s, %s)", [RUN_ENDED, end_notice(run, result)])
 
     def _live_children(self, run: WorkflowRun) -> list[str]:
         children = self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL)

@@ -106,7 +106,8 @@ def test_each_step_commits_once() -> None:
     assert run.result(timeout=1) == {"value": 12, "text": "value is 12"}
     # The first advance, then each activity's result with the advance it wakes.
     assert counts["commits"] == 4
-    assert counts["statements"] <= 6 * 3, counts  # a bounded number per step
+    # Two reads, the first advance 3, each step 4 (the last probes and announces the end).
+    assert counts["statements"] <= 17, counts
 
 
 def test_a_speculated_advance_is_dropped_when_the_run_changed_meanwhile() -> None:
