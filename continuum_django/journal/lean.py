@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Expression, Field, Model
 from django.db.models.functions import Now
 from django.db.models.sql import Query
@@ -132,7 +133,7 @@ class Statements:
         cursors: list[Any] = local.cursors
         return cursors
 
-    def _cursor(self) -> Any:
+    def _cursor(self, connection: BaseDatabaseWrapper | None = None) -> Any:
         """A cursor of this thread's connection, reused: making one costs the caller about
         three times what sending a statement through it does (Django's wrapper, psycopg's
         cursor and its adapters). Hand it back with `_release` once its answer is read."""
@@ -145,15 +146,16 @@ class Statements:
         return cursor
 
     def _release(self, cursor: Any) -> None:
-        connection = self.connection
-        if cursor.db is connection and cursor.cursor.connection is connection.connection:
+        connection = cursor.db  # this thread's: idle cursors never leave it
+        logs = isinstance(cursor, CursorDebugWrapper)
+        if cursor.cursor.connection is connection.connection and logs == connection.queries_logged:
             self._cursors(connection).append(cursor)
         else:
             cursor.close()
 
     @contextmanager
-    def _using_cursor(self) -> Iterator[Any]:
-        cursor = self._cursor()
+    def _using_cursor(self, connection: BaseDatabaseWrapper | None = None) -> Iterator[Any]:
+        cursor = self._cursor(connection)
         try:
             yield cursor
         finally:
@@ -257,11 +259,17 @@ class Statements:
         # In the model's column order, as `Model.from_db` takes them.
         return model.from_db(self.using, names, [values[name] for name in names])
 
-    def prep(self, model: type[Model], attname: str, value: Any) -> Any:
+    def prep(
+        self,
+        model: type[Model],
+        attname: str,
+        value: Any,
+        connection: BaseDatabaseWrapper | None = None,
+    ) -> Any:
         """A lookup value as the column stores it (on SQLite a UUID is 32 hex digits)."""
         field = self._concrete(model, attname)
         target = getattr(field, "target_field", field)  # a foreign key compares as its target
-        return target.get_db_prep_value(value, self.connection)
+        return target.get_db_prep_value(value, connection or self.connection)
 
     # -- running -------------------------------------------------------------
 
@@ -357,8 +365,8 @@ class Statements:
             exists=tuple(flags.values()),
         )
         connection = self.connection
-        with self._using_cursor() as cursor:
-            cursor.execute(select.sql, [self.prep(model, "pk", pk)])
+        with self._using_cursor(connection) as cursor:
+            cursor.execute(select.sql, [self.prep(model, "pk", pk, connection)])
             row = cursor.fetchone()
         if row is None:
             return None
@@ -379,9 +387,9 @@ class Statements:
         """Converted values of the selected columns of every matching row."""
         select = self._select(model, attnames, where, order_by=order_by)
         connection = self.connection
-        with self._using_cursor() as cursor:
+        with self._using_cursor(connection) as cursor:
             prepared = [
-                self.prep(model, name, value)
+                self.prep(model, name, value, connection)
                 for (name, _), value in zip(where, params, strict=True)
             ]
             cursor.execute(select.sql, prepared)
@@ -421,7 +429,7 @@ class Statements:
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
         sql, params, select = self._update(instance, attnames, guard, guard_params, returned)
         connection = self.connection
-        cursor = self._cursor()
+        cursor = self._cursor(connection)
         try:
             cursor.execute(sql, params)
         except BaseException:
@@ -478,8 +486,8 @@ class Statements:
                 raise ValueError(f"{model.__name__}.{field.attname} is written but not loaded")
         params = [field.get_db_prep_save(field.pre_save(instance, False), connection)
                   for field in writes]  # fmt: skip
-        params.append(self.prep(model, "pk", instance.pk))
-        params.extend(self.prep(model, name, value) for name, value in guard_params)
+        params.append(self.prep(model, "pk", instance.pk, connection))
+        params.extend(self.prep(model, name, value, connection) for name, value in guard_params)
         return sql, params, select
 
     def insert(
@@ -535,7 +543,7 @@ class Statements:
                 if value is _missing:  # deferred: load it, as pre_save would
                     value = getattr(instance, field.attname)
                 params.append(field.get_db_prep_save(value, connection))
-        cursor = self._cursor()
+        cursor = self._cursor(connection)
         try:
             cursor.execute(compiled, params)
         except BaseException:
