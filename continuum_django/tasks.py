@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from .worker import runtime
 
 
 @shared_task(name="continuum.advance_run", ignore_result=True)
-def advance_run(run_id: str) -> str:
+def advance_run(run_id: str, started: dict[str, Any] | None = None) -> str:
     """Replay the run and journal what the workflow decided (optimistically from the run as
-    it stands, or under its lease when it changed meanwhile); chains its steps on."""
-    return runtime().advance_run(run_id)
+    it stands, or under its lease when it changed meanwhile); chains its steps on.
+    ``started``: a new run's ``run_started`` payload, which spares the first advance its read."""
+    return runtime().advance_run(run_id, started)
 
 
 @shared_task(name="continuum.execute_activity", ignore_result=True)

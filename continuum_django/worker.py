@@ -38,7 +38,13 @@ class CeleryDispatcher:
         from .tasks import advance_run, execute_activity
 
         for run_id, eta in dict.fromkeys(dispatch.runs):
-            advance_run.apply_async((run_id,), queue=self.queue, eta=eta)  # type: ignore[arg-type]
+            started = dispatch.starts.get(run_id) if eta is None else None
+            advance_run.apply_async(
+                (run_id,),
+                {"started": started} if started is not None else None,
+                queue=self.queue,
+                eta=eta,  # type: ignore[arg-type]
+            )
         for task_id, queue, eta in dispatch.activities:
             execute_activity.apply_async((task_id,), queue=queue, eta=eta)  # type: ignore[arg-type]
 

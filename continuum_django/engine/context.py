@@ -206,6 +206,7 @@ class WorkflowContext:
         self.workflow_name = workflow_name
         self._config = config or EngineConfig()
         self._now = now
+        self.read_clock = False  # whether the code read `now` live (ctx.now(), a timer)
         started = history[0].payload if history else {}
         index = index if index is not None else HistoryIndex.of(history)
         self._recorded = index.recorded
@@ -480,7 +481,7 @@ class WorkflowContext:
 
     def now(self) -> dt.datetime:
         """The current time, journaled so that replay sees the same value."""
-        return self._journal_value("now", "now", lambda: self._now)
+        return self._journal_value("now", "now", self._clock)
 
     def _journal_value(self, kind: str, name: str, fn: Callable[[], T]) -> T:
         command_id, recorded = self._command(kind, name)
@@ -519,8 +520,12 @@ class WorkflowContext:
             f"{act!r} is not an activity: decorate it with @activity, or pass a registered name"
         )
 
+    def _clock(self) -> dt.datetime:
+        self.read_clock = True
+        return self._now
+
     def _timer_payload(self, seconds: float | None) -> dict[str, Any]:
-        fire_at = self._now + dt.timedelta(seconds=seconds or 0.0)
+        fire_at = self._clock() + dt.timedelta(seconds=seconds or 0.0)
         return {"fire_at": fire_at.isoformat(), "seconds": seconds}
 
     def _alive(self) -> None:

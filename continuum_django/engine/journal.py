@@ -113,10 +113,14 @@ class Dispatch:
     advanced: str | None = None
     # The run as an activation that suspended it left it, for speculating its next step.
     basis: RunClaim | None = None
+    # New runs' ``run_started`` payloads, by run id: their first advance message carries it,
+    # so that the advance need not read the run (see `Runtime.advance_run`).
+    starts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def merge(self, other: Dispatch) -> Dispatch:
         self.runs.extend(other.runs)
         self.activities.extend(other.activities)
+        self.starts.update(other.starts)
         return self
 
     def __bool__(self) -> bool:

@@ -50,6 +50,8 @@ class Activation:
     # the code ended or waited before reaching it), and the recorded event's seq.
     drift_command: dict[str, Any] | None = None
     waiting_for: str | None = None
+    # Whether the code read the clock it was given (ctx.now(), a timer's due time).
+    read_clock: bool = False
 
 
 def advance(
@@ -172,6 +174,7 @@ def advance(
         error=error,
         attributes=ctx.attributes,
         waiting_for=ctx.suspended_at,
+        read_clock=ctx.read_clock,
     )
 
 

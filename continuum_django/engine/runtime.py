@@ -19,7 +19,7 @@ from . import codec
 from .context import EngineConfig
 from .definitions import Registry, WorkflowDefinition
 from .definitions import registry as default_registry
-from .events import Event
+from .events import Event, EventType
 from .exceptions import LeaseLost, UnknownActivity, UnknownWorkflow
 from .journal import (
     ActivityClaim,
@@ -160,6 +160,10 @@ class Runtime:
     eager_steps: int = 200
     eager_seconds: float = 2.0
     monotonic: Callable[[], float] = time.monotonic  # the clock of `eager_seconds`
+    # The wall clock of a new run's first advance, when its message spares it the read that
+    # would give it the database's (`advance_run` with ``started``); if the code reads the
+    # time, that advance is redone from a read of the run, on the database's clock.
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
     _leases: _LeaseKeeper = field(init=False, repr=False)
 
@@ -168,21 +172,52 @@ class Runtime:
 
     # -- advance -------------------------------------------------------------
 
-    def advance_run(self, run_id: str) -> str:
+    def advance_run(self, run_id: str, started: dict[str, Any] | None = None) -> str:
         """Replay the run and journal what the code decided. Returns the outcome.
 
         First optimistically, from the run as it stands (no lease, one transaction); when
         the journal offers no snapshot or the run changed meanwhile, under a lease.
+        ``started`` (a new run's ``run_started`` payload, from `Dispatch.starts`) stands for
+        the snapshot of a run nothing has touched since it was created: if anything did,
+        the optimistic write finds the run changed, and the advance starts over from a read.
         """
         eager = self.eager_steps > 1
         step: _Step | None = None
-        snapshot = self.journal.snapshot_run(run_id)
-        if snapshot is not None:
-            step = self._advance_optimistically(snapshot, eager)
+        as_started = self._as_started(run_id, started) if started is not None else None
+        if as_started is not None:
+            step = self._advance_optimistically(as_started, eager, worker_clock=True)
+        if step is None:
+            snapshot = self.journal.snapshot_run(run_id)
+            if snapshot is not None:
+                step = self._advance_optimistically(snapshot, eager)
         if step is None:
             claim = self.journal.claim_run(run_id, self.worker_id, self.lease_seconds)
             step = _Step("skipped") if claim is None else self._advance(claim, eager)
         return self._chain(step, self.eager_steps - 1, self.monotonic() + self.eager_seconds)
+
+    def _as_started(self, run_id: str, started: dict[str, Any]) -> RunClaim | None:
+        """The run as its creation left it (revision 1, its ``run_started`` event alone, no
+        signals), at this worker's clock; None when ``started`` is not such a payload."""
+        try:
+            name, version = str(started["workflow"]), int(started["version"])
+            if started.get("parent_run_id") or started.get("continued_from"):
+                return None  # not a run `start()` made
+        except (KeyError, TypeError, ValueError):
+            return None
+        now = self.clock()
+        first = Event(seq=1, type=EventType.RUN_STARTED, payload=started, created_at=now)
+        return RunClaim(
+            run_id=run_id,
+            token=0,
+            revision=1,
+            parent_run_id=None,
+            workflow_name=name,
+            version=version,
+            history=[first],
+            mailbox=[],
+            now=now,
+            optimistic=True,
+        )
 
     def execute_activity(self, task_id: int) -> str:
         """Run one attempt of an activity task under its lease and record how it ended."""
@@ -285,11 +320,17 @@ class Runtime:
             config=self.config,
         )
 
-    def _advance_optimistically(self, claim: RunClaim, eager: bool) -> _Step | None:
-        """Advance from a snapshot; None when the run changed (or must park): nothing written."""
+    def _advance_optimistically(
+        self, claim: RunClaim, eager: bool, worker_clock: bool = False
+    ) -> _Step | None:
+        """Advance from a snapshot; None when the run changed (or must park): nothing written.
+        (``worker_clock``: the claim's time is this worker's, not the journal's; an
+        activation that read it is not written either, the journal's clock decides it.)"""
         activation = self._activation(claim)
         if activation is None:
             return None  # parking needs the lease
+        if worker_clock and activation.read_clock:
+            return None
         try:
             dispatch = self.journal.commit_activation(claim, activation, self._eager(eager))
         except (StaleClaim, LeaseLost):

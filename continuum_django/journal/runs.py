@@ -50,6 +50,7 @@ from .lean import Pending
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 NOTICE_MAX_BYTES = 7_999  # Postgres refuses a NOTIFY payload of 8,000 bytes or more
+STARTED_MAX_CHARS = 4_096  # a larger input stays out of the first advance's message
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
 
 
@@ -73,6 +74,7 @@ class RunJournal(OrmBase):
             "idempotency_key": new.idempotency_key,
         }
         dispatch = Dispatch()
+        self._offer_start(new, dispatch)
         if new.idempotency_key is None:
             # Pipelined when it is a transaction of its own: one round trip, and the commit.
             with self.sql.transaction():
@@ -92,6 +94,14 @@ class RunJournal(OrmBase):
                     raise
                 return str(existing), False, Dispatch()
         return str(run.id), True, dispatch
+
+    @staticmethod
+    def _offer_start(new: NewRun, dispatch: Dispatch) -> None:
+        """Let the run's first advance message carry its ``run_started`` payload when it is
+        small: all the advance would read of a run that nothing else has touched yet."""
+        payload = new.started_payload()
+        if len(json.dumps(payload, separators=(",", ":"))) <= STARTED_MAX_CHARS:
+            dispatch.starts[new.run_id] = payload
 
     def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
         with self._atomic():

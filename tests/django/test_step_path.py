@@ -6,16 +6,19 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.db.models.functions import Now
+from django.utils import timezone
 
 import continuum_django as continuum
 from continuum_django import activity, workflow
 from continuum_django.engine.journal import RunClaim
-from continuum_django.models import ActivityTask, WorkflowRun
+from continuum_django.engine.local import new_run
+from continuum_django.models import ActivityTask, Timer, WorkflowEvent, WorkflowRun
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
 
@@ -108,6 +111,56 @@ def test_each_step_commits_once() -> None:
     assert counts["commits"] == 4
     # Two reads, the first advance 3, each step 4 (the last probes and announces the end).
     assert counts["statements"] <= 17, counts
+
+
+def created(definition: Any, *args: Any) -> tuple[str, dict[str, Any]]:
+    """Start a run as `start()` does; its id and the payload its first message carries."""
+    run_id, _, dispatch = runtime().journal.create_run(new_run(definition, args))
+    return run_id, dispatch.starts[run_id]
+
+
+def test_a_new_run_s_first_advance_starts_from_its_message_without_reading_it() -> None:
+    run_id, started = created(wf.three_steps, 5)
+    assert started["workflow"] == "tests.three_steps" and started["input"]["args"] == [5]
+    with commits_and_statements() as counts:
+        assert runtime().advance_run(run_id, started) == "completed"
+    assert continuum.result(run_id, timeout=1) == {"value": 12, "text": "value is 12"}
+    assert counts["commits"] == 4
+    # Two reads fewer than `test_each_step_commits_once`: the run and its history.
+    assert counts["statements"] <= 15, counts
+    history = continuum.RunHandle(run_id).history()
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+
+
+def test_a_started_payload_is_not_trusted_once_the_run_changed() -> None:
+    run_id, started = created(wf.waiter)
+    continuum.signal(run_id, "go", "early")  # after the message left: a new revision
+    assert runtime().advance_run(run_id, started) == "completed"  # read under a lease
+    assert continuum.result(run_id, timeout=1) == "early"
+
+    run_id, started = created(wf.three_steps, 1)
+    assert runtime().advance_run(run_id, started) == "completed"
+    assert runtime().advance_run(run_id, started) == "skipped"  # the message came twice
+    assert len(continuum.RunHandle(run_id).history()) == 8
+
+
+def test_a_first_advance_that_reads_the_clock_is_redone_on_the_database_clock() -> None:
+    long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    engine = replace(runtime(), clock=lambda: long_ago)  # a worker whose clock is far off
+
+    run_id, started = created(wf.three_steps, 2)  # reads no clock: the worker's time stands
+    assert engine.advance_run(run_id, started) == "completed"
+    assert WorkflowEvent.objects.get(run_id=run_id, seq=2).created_at == long_ago
+
+    run_id, started = created(wf.sleeper, 3600)  # its timer's due time comes from the clock
+    assert engine.advance_run(run_id, started) == "suspended"
+    fire_at = Timer.objects.get(run_id=run_id).fire_at
+    assert fire_at > timezone.now() + dt.timedelta(minutes=59)  # the database's clock
+
+
+def test_a_large_input_stays_out_of_the_first_message() -> None:
+    run_id, _, dispatch = runtime().journal.create_run(new_run(wf.three_steps, ["x" * 5000]))
+    assert dispatch.runs == [(run_id, None)] and dispatch.starts == {}
 
 
 def test_a_speculated_advance_is_dropped_when_the_run_changed_meanwhile() -> None:
