@@ -39,11 +39,15 @@ class CeleryDispatcher:
 
         for run_id, eta in dict.fromkeys(dispatch.runs):
             started = dispatch.starts.get(run_id) if eta is None else None
-            advance_run.apply_async(
+            if started is None:
+                advance_run.apply_async((run_id,), queue=self.queue, eta=eta)  # type: ignore[arg-type]
+                continue
+            advance_run.apply_async(  # type: ignore[call-arg]
                 (run_id,),
-                {"started": started} if started is not None else None,
+                {"started": started},
                 queue=self.queue,
-                eta=eta,  # type: ignore[arg-type]
+                # For logs and monitoring, instead of Celery's walk of the whole payload.
+                kwargsrepr=f"{{'started': <run_started of {started.get('workflow')}>}}",
             )
         for task_id, queue, eta in dispatch.activities:
             execute_activity.apply_async((task_id,), queue=queue, eta=eta)  # type: ignore[arg-type]
