@@ -161,6 +161,16 @@ class Statements:
         finally:
             self._release(cursor)
 
+    def _send(self, connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> Any:
+        """A cursor that sent ``sql``, its answer to be read (and the cursor released) later."""
+        cursor = self._cursor(connection)
+        try:
+            cursor.execute(sql, params)
+        except BaseException:
+            self._release(cursor)
+            raise
+        return cursor
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Send one statement of raw SQL (in a `transaction`, without waiting for it)."""
         with self._using_cursor() as cursor:
@@ -429,12 +439,7 @@ class Statements:
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
         sql, params, select = self._update(instance, attnames, guard, guard_params, returned)
         connection = self.connection
-        cursor = self._cursor(connection)
-        try:
-            cursor.execute(sql, params)
-        except BaseException:
-            self._release(cursor)
-            raise
+        cursor = self._send(connection, sql, params)
         return Pending(cursor, model, self.using, returned, select, connection, self._release)
 
     def _update(
@@ -543,12 +548,7 @@ class Statements:
                 if value is _missing:  # deferred: load it, as pre_save would
                     value = getattr(instance, field.attname)
                 params.append(field.get_db_prep_save(value, connection))
-        cursor = self._cursor(connection)
-        try:
-            cursor.execute(compiled, params)
-        except BaseException:
-            self._release(cursor)
-            raise
+        cursor = self._send(connection, compiled, params)
         for instance in instances:
             instance._state.adding = False
             instance._state.db = self.using
