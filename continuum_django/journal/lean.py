@@ -114,7 +114,8 @@ class Statements:
     def __init__(self, using: str) -> None:
         self.using = using
         self._cache: dict[tuple[Any, ...], Any] = {}
-        # Per thread: in a pipelined `transaction`, the reads left until after its COMMIT.
+        # Per thread: idle cursors (`_cursors`), and in a pipelined `transaction` the reads
+        # left until after its COMMIT.
         self._local = threading.local()
 
     @property
@@ -137,7 +138,8 @@ class Statements:
         """A cursor of this thread's connection, reused: making one costs the caller about
         three times what sending a statement through it does (Django's wrapper, psycopg's
         cursor and its adapters). Hand it back with `_release` once its answer is read."""
-        connection = self.connection
+        if connection is None:
+            connection = self.connection
         idle = self._cursors(connection)
         if idle:
             return idle.pop()

@@ -39,13 +39,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .base import (
-    LEASE_FIELDS,
-    WRITTEN_RUN_COLUMNS,
-    OrmBase,
-    activity_claim,
-    to_event,
-)
+from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, to_event
 from .lean import Pending
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
