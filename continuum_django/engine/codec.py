@@ -13,8 +13,16 @@ from .exceptions import PayloadError
 _TAGS = ("$datetime", "$date", "$decimal", "$uuid", "$object")
 
 
+def _order(key: str) -> tuple[int, bytes]:
+    """Where Postgres's ``jsonb`` puts an object's key: shorter keys (in UTF-8 bytes) first,
+    then bytewise. Encoded objects take that order whatever the database."""
+    raw = key.encode()
+    return len(raw), raw
+
+
 def encode(value: Any, *, what: str = "value", max_bytes: int | None = None) -> Any:
-    """Turn ``value`` into its JSON form, or raise `PayloadError` naming what was wrong."""
+    """Turn ``value`` into its JSON form, or raise `PayloadError` naming what was wrong.
+    An object's keys come out in the journal's order (`_order`), as they read back."""
     encoded = _encode(value, what)
     if max_bytes is not None:
         size = len(json.dumps(encoded, separators=(",", ":")).encode())
@@ -46,13 +54,14 @@ def _encode(value: Any, path: str) -> Any:
     if isinstance(value, list | tuple):
         return [_encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
+        for key in value:
             if not isinstance(key, str):
                 raise PayloadError(
                     f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys must be str"
                 )
-            out[key] = _encode(item, f"{path}[{key!r}]")
+        # In the journal's order, so that a value in hand and the same value read back
+        # from the database iterate alike (replay must not depend on which one it got).
+        out = {key: _encode(value[key], f"{path}[{key!r}]") for key in sorted(value, key=_order)}
         if len(out) == 1 and next(iter(out)) in _TAGS:
             return {"$object": out}
         return out

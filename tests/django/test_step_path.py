@@ -158,6 +158,22 @@ def test_a_first_advance_that_reads_the_clock_is_redone_on_the_database_clock() 
     assert fire_at > timezone.now() + dt.timedelta(minutes=59)  # the database's clock
 
 
+@workflow(name="tests.step_path.by_key")
+def by_key(ctx: Any, items: dict[str, int]) -> list[str]:
+    return [ctx.activity(counted, key) for key in items]  # in the input's key order
+
+
+def test_a_first_advance_from_its_message_replays_alike_from_the_database() -> None:
+    run_id, started = created(by_key, {"zz": 1, "a": 2})
+    engine = replace(runtime(), eager_steps=1)  # each advance reads the run back
+    assert engine.advance_run(run_id, started) == "suspended"
+    for _ in range(2):
+        task = ActivityTask.objects.get(run_id=run_id, status="scheduled")
+        engine.execute_activity(task.id)  # then advances the run from the database
+    assert WorkflowRun.objects.get(pk=run_id).park_reason == ""  # no drift
+    assert continuum.result(run_id, timeout=1) == ["A", "ZZ"]
+
+
 def test_a_large_input_stays_out_of_the_first_message() -> None:
     run_id, _, dispatch = runtime().journal.create_run(new_run(wf.three_steps, ["x" * 5000]))
     assert dispatch.runs == [(run_id, None)] and dispatch.starts == {}
