@@ -93,6 +93,12 @@ def measure_timed(report: Report, sizes: Sizes, logs: Path) -> None:
                 [s * 1000 / steps for s in seconds],
                 "ms/step",
             )
+        if chain.missed:
+            report.note(
+                f"celery_chain: Celery's Redis result backend left {chain.missed} result(s)"
+                f" unannounced; each was read from the backend after a {chain.STALL_SECONDS:.0f} s"
+                " wait, which slows the chain's figures"
+            )
     finally:
         worker.stop()
 
