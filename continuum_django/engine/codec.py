@@ -16,7 +16,7 @@ _TAGS = ("$datetime", "$date", "$decimal", "$uuid", "$object")
 def _order(key: str) -> tuple[int, bytes]:
     """Where Postgres's ``jsonb`` puts an object's key: shorter keys (in UTF-8 bytes) first,
     then bytewise. Encoded objects take that order whatever the database."""
-    raw = key.encode()
+    raw = key.encode("utf-8", "surrogatepass")  # a lone surrogate: the database refuses it
     return len(raw), raw
 
 
