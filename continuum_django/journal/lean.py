@@ -329,7 +329,8 @@ class Statements:
                 read()
 
     def _raw_cursor(self, connection: BaseDatabaseWrapper) -> Any:
-        """A psycopg cursor of the connection, reused for BEGIN and COMMIT."""
+        """A psycopg cursor of the connection, reused for BEGIN and COMMIT; renewed with the
+        idle cursors when the connection changes (`_cursors` forgets both)."""
         self._cursors(connection)
         if self._local.raw_cursor is None:
             self._local.raw_cursor = connection.connection.cursor()
