@@ -12,6 +12,7 @@ Everything off the step path keeps using QuerySets.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,13 @@ def _to_bool(value: Any, expression: Any, connection: Any) -> bool:
 
 
 _missing = object()
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _from_micros(value: Any, expression: Any, connection: Any) -> dt.datetime:
+    """The database's clock, read as whole microseconds since the epoch."""
+    return _EPOCH + dt.timedelta(microseconds=value)
 
 
 @cache
@@ -204,6 +212,19 @@ class Statements:
         assert not params, "Now() compiles without parameters"
         return sql, now
 
+    def _clock(self, model: type[Model]) -> tuple[str, tuple[list[Converter], Any]]:
+        """The SQL that reads the database's clock, and how to convert what it returns.
+
+        On Postgres with time zones on in UTC, as whole microseconds since the epoch: Django
+        loads a ``timestamptz`` with a loader written in Python (about 20 µs a value on the
+        benchmark machine), an integer with psycopg's C one. The value is the same instant.
+        """
+        now_sql, now_expression = self._now(model)
+        connection = self.connection
+        if connection.vendor == "postgresql" and connection.timezone is dt.timezone.utc:
+            return f"(EXTRACT(EPOCH FROM {now_sql}) * 1000000)::bigint", ([_from_micros], None)
+        return now_sql, (self._converters(now_expression), now_expression)
+
     def _column(self, field: Field[Any, Any]) -> str:
         return self.connection.ops.quote_name(_name(field))
 
@@ -230,10 +251,11 @@ class Statements:
         for field in fields:
             column = field.get_col(meta.db_table)
             columns.append((self._converters(column), column))
-        now_sql, now_expression = self._now(model)
+        now_sql = self._now(model)[0]
         if now:
-            parts.append(now_sql)
-            columns.append((self._converters(now_expression), now_expression))
+            clock_sql, clock = self._clock(model)
+            parts.append(clock_sql)
+            columns.append(clock)
         for condition in exists:  # SQL over the table, for a boolean flag
             parts.append(f"EXISTS ({condition.format(table=table, now=now_sql)})")
             columns.append(([_to_bool], columns[0][1]))
@@ -463,7 +485,7 @@ class Statements:
         if compiled is None:
             quote = self.connection.ops.quote_name
             table = model._meta.db_table
-            now_sql, now_expression = self._now(model)
+            now_sql = self._now(model)[0]
             fields = [self._concrete(model, name) for name in attnames]
             assignments = ", ".join(
                 f"{quote(_name(field))} = {now_sql if field.attname in on_clock else '%s'}"
@@ -480,9 +502,10 @@ class Statements:
                 for name in returned:
                     column = self._concrete(model, name).get_col(table)
                     columns.append((self._converters(column), column))
-                columns.append((self._converters(now_expression), now_expression))
+                clock_sql, clock = self._clock(model)
+                columns.append(clock)
                 back = ", ".join(quote(_name(self._concrete(model, name))) for name in returned)
-                sql += f" RETURNING {back}, {now_sql}"
+                sql += f" RETURNING {back}, {clock_sql}"
             writes = [field for field in fields if field.attname not in on_clock]
             compiled = self._cache[key] = (sql, writes, _Select(sql, columns))
         sql, writes, select = compiled

@@ -118,7 +118,10 @@ def test_update_returning_writes_and_reads_back_in_one_statement(sql: Statements
         ).fetch()
     assert written is not None
     row, now = written
+    # The clock comes back as the instant the statement stored, to the microsecond (on
+    # Postgres it is read as an integer, the column as a timestamp).
     assert (row.revision, row.status, row.finished_at) == (4, "completed", now)
+    assert now.utcoffset() == dt.timedelta(0)
     assert "attributes" in row.get_deferred_fields()
     assert row.attributes == {"customer": "c-1"}  # loads on access, as stored
     stored = WorkflowRun.objects.get(pk=run.id)
