@@ -216,7 +216,8 @@ class WorkflowContext:
         self._position = 0
         self._matched = 0
         self._new: list[NewEvent] = []
-        self._rng = random.Random(started.get("seed", 0))
+        self._seed = started.get("seed", 0)
+        self._random: random.Random | None = None  # seeded on first use: most never draw
         self._attributes: dict[str, Any] = dict(started.get("attributes") or {})
         self._attributes_changed = False
         self._cancel_delivered = False
@@ -496,12 +497,17 @@ class WorkflowContext:
     def uuid4(self) -> uuid.UUID:
         """A random UUID drawn from the run's seeded generator."""
         self._alive()
-        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        return uuid.UUID(int=self._rng().getrandbits(128), version=4)
 
     def random(self) -> float:
         """A float in [0, 1) from the run's seeded generator."""
         self._alive()
-        return self._rng.random()
+        return self._rng().random()
+
+    def _rng(self) -> random.Random:
+        if self._random is None:
+            self._random = random.Random(self._seed)
+        return self._random
 
     def set_attributes(self, **attributes: Any) -> None:
         """Set search attributes on the run (queryable, shown in the admin)."""
