@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import operator
-import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from random import Random
 from typing import Any, NoReturn, TypeVar
 
 from . import codec
@@ -217,7 +217,7 @@ class WorkflowContext:
         self._matched = 0
         self._new: list[NewEvent] = []
         self._seed = started.get("seed", 0)
-        self._random: random.Random | None = None  # seeded on first use: most never draw
+        self._random: Random | None = None  # seeded on first use: most never draw
         self._attributes: dict[str, Any] = dict(started.get("attributes") or {})
         self._attributes_changed = False
         self._cancel_delivered = False
@@ -504,9 +504,9 @@ class WorkflowContext:
         self._alive()
         return self._rng().random()
 
-    def _rng(self) -> random.Random:
+    def _rng(self) -> Random:
         if self._random is None:
-            self._random = random.Random(self._seed)
+            self._random = Random(self._seed)
         return self._random
 
     def set_attributes(self, **attributes: Any) -> None:

@@ -204,7 +204,8 @@ class OrmBase:
     ) -> list[WorkflowEvent]:
         """The rows that append ``events`` to the run's history (the caller inserts them)."""
         rows = [
-            WorkflowEvent(
+            self.sql.new(
+                WorkflowEvent,
                 run_id=run.id,
                 seq=run.last_seq + offset,
                 type=str(new.type),
@@ -273,7 +274,8 @@ class OrmBase:
 
     def _insert_run(self, new: NewRun, dispatch: Dispatch) -> WorkflowRun:
         """Insert a run and its run_started event; its first advance goes out on commit."""
-        run = WorkflowRun(
+        run = self.sql.new(
+            WorkflowRun,
             id=new.run_id,
             workflow_name=new.workflow_name,
             workflow_version=new.version,
@@ -291,8 +293,9 @@ class OrmBase:
             revision=1,
         )
         self.sql.insert([run])
-        started = WorkflowEvent(
-            run=run,
+        started = self.sql.new(
+            WorkflowEvent,
+            run_id=run.id,
             seq=1,
             type=EventType.RUN_STARTED,
             payload=new.started_payload(),

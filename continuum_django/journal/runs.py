@@ -309,7 +309,8 @@ class RunJournal(OrmBase):
                 fields = task_fields(payload)
                 deadline = seconds_after(now, fields["schedule_to_close_timeout"])
                 tasks.append(
-                    ActivityTask(
+                    self.sql.new(
+                        ActivityTask,
                         run_id=run.id,
                         command_id=row.command_id,
                         kind=task_kind(row.type),
@@ -320,7 +321,9 @@ class RunJournal(OrmBase):
                 )
             elif row.type == EventType.TIMER_SCHEDULED:
                 fire_at = dt.datetime.fromisoformat(payload["fire_at"])
-                timers.append(Timer(run_id=run.id, command_id=row.command_id, fire_at=fire_at))
+                timers.append(
+                    self.sql.new(Timer, run_id=run.id, command_id=row.command_id, fire_at=fire_at)
+                )
                 if (fire_at - now).total_seconds() <= ETA_HORIZON_SECONDS:
                     dispatch.runs.append((str(run.id), fire_at))
             elif row.type == EventType.CHILD_STARTED:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Now
+from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -255,6 +256,51 @@ def test_a_partial_instance_writes_its_columns_and_refuses_an_unloaded_one(
     with pytest.raises(LookupError, match="no column 'colour'"):
         sql.partial(WorkflowRun, id=run.id, colour="red")
     assert WorkflowRun.objects.get(pk=run.id).status == stored.status  # nothing written
+
+
+def test_a_new_instance_is_the_one_the_orm_would_build(sql: Statements) -> None:
+    run = new_run()
+    sql.insert([run])
+    fields = {
+        "run_id": run.id, "command_id": "0:activity:a", "activity": "a", "queue": "q",
+        "next_attempt_at": timezone.now(),
+    }  # fmt: skip
+    built, expected = sql.new(ActivityTask, **fields), ActivityTask(**fields)
+    assert {k: v for k, v in built.__dict__.items() if k != "_state"} == {
+        k: v for k, v in expected.__dict__.items() if k != "_state"
+    }  # every column, defaults included (a callable default, a blank CharField, an auto id)
+    assert (built._state.adding, built._state.db) == (True, None)
+    sql.insert([built])
+    stored = ActivityTask.objects.get(pk=built.pk)
+    assert (stored.status, stored.attempt, stored.args) == ("scheduled", 0, [])
+    with pytest.raises(LookupError, match="no column 'run'"):
+        sql.new(ActivityTask, run=run)  # columns by attname only
+
+
+def test_init_signals_are_heard_when_something_listens(sql: Statements) -> None:
+    heard: list[tuple[str, str]] = []
+
+    def listen(sender: type[Any], instance: Any, **kwargs: Any) -> None:
+        heard.append((sender.__name__, instance.__dict__.get("workflow_name", "")))
+
+    run = new_run()
+    sql.insert([run])
+    post_init.connect(listen, sender=WorkflowRun)
+    try:
+        sql.partial(WorkflowRun, id=run.id, workflow_name="tests.partial")
+        sql.new(WorkflowRun, id=run.id, workflow_name="tests.new")
+        with transaction.atomic():
+            locked = sql.lock(WorkflowRun, run.id)
+    finally:
+        post_init.disconnect(listen, sender=WorkflowRun)
+    assert locked is not None and locked[0].workflow_name == "tests.lean"
+    assert heard == [
+        ("WorkflowRun", "tests.partial"),
+        ("WorkflowRun", "tests.new"),
+        ("WorkflowRun", "tests.lean"),
+    ]  # fmt: skip
+    sql.partial(WorkflowRun, id=run.id)
+    assert len(heard) == 3  # nothing listens any more: the quick path, no signal
 
 
 @pytest.mark.django_db(transaction=True)
