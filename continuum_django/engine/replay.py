@@ -219,17 +219,29 @@ class _Indexes:
         self._lock = threading.Lock()
 
     def of(self, run_id: str, history: Sequence[Event]) -> HistoryIndex:
+        """The index of ``history``, extended from the one kept for the run when ``history``
+        continues it.
+
+        What is kept is the index of ``history`` but its last event: that last event may
+        be provisional (a speculated advance replays with the attempt's result before it
+        is written, and the history read or remembered after the write holds the written
+        event, another object), while the events before it are the ones the run's next
+        history begins with. Keeping the full index would let every speculated step
+        rebuild the index of the whole history, all of a long run's replay.
+        """
+        settled = history[:-1]
         with self._lock:
             known = self._by_run.get(run_id)
-        if known is not None and known.extends_to(history):
-            index = known.extended(history)
+        if known is not None and known.extends_to(settled):
+            base = known.extended(settled)
         else:
-            index = HistoryIndex.of(history)
+            base = HistoryIndex.of(settled)
+        index = base.extended(history)
         with self._lock:
             if index.ended:  # it will not advance again: keep no memory of it
                 self._by_run.pop(run_id, None)
                 return index
-            self._by_run[run_id] = index
+            self._by_run[run_id] = base
             self._by_run.move_to_end(run_id)
             while len(self._by_run) > self._size:
                 self._by_run.popitem(last=False)

@@ -296,3 +296,34 @@ def test_replay_never_reuses_the_index_of_another_history_of_the_same_run() -> N
     other = advance(five_echoes, run_id=run_id, history=shifted, now=now)
     assert shifted[0] is history[0] and shifted[3] is history[3]
     assert (other.outcome, other.result) == ("completed", 15)
+
+
+def test_a_speculated_result_does_not_cost_the_next_replay_its_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A speculated advance replays with the attempt's result as a provisional event; the
+    history after the write holds the written event instead (another object). The index
+    kept for the run must still be extended by the next replay, not rebuilt from scratch."""
+    from dataclasses import replace
+
+    from continuum_django.engine.context import HistoryIndex
+
+    runner, run_id = run(five_echoes)
+    history = runner.journal.history(run_id)  # started, then scheduled/completed pairs
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    built = []
+    of = HistoryIndex.of.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[HistoryIndex], events: Any) -> HistoryIndex:
+        built.append(len(events))
+        return of(cls, events)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(HistoryIndex, "of", classmethod(counting))
+    run_id = "speculated-" + run_id  # nothing kept for it yet
+    results = []
+    for cut in (3, 5, 7, 9):  # each step: the history so far and a provisional result
+        provisional = replace(history[cut - 1], created_at=None)  # not the written object
+        speculated = [*history[: cut - 1], provisional]
+        results.append(advance(five_echoes, run_id=run_id, history=speculated, now=now))
+    assert [r.outcome for r in results] == ["suspended"] * 4
+    assert built == [2]  # the first replay builds; each later one extends what was kept
