@@ -142,7 +142,7 @@ class HistoryIndex:
     again in Python, which is most of a long run's replay.
     """
 
-    __slots__ = ("cancel", "ended", "events", "outcomes", "recorded")
+    __slots__ = ("cancel", "ended", "events", "last_position", "outcomes", "recorded")
 
     def __init__(self) -> None:
         self.recorded: dict[int, Event] = {}
@@ -150,6 +150,7 @@ class HistoryIndex:
         self.cancel: Event | None = None
         self.ended = False
         self.events: tuple[Event, ...] = ()
+        self.last_position = -1  # the highest position in `recorded`
 
     @classmethod
     def of(cls, history: Sequence[Event]) -> HistoryIndex:
@@ -168,6 +169,7 @@ class HistoryIndex:
         longer.recorded = dict(self.recorded)
         longer.outcomes = dict(self.outcomes)
         longer.cancel, longer.ended = self.cancel, self.ended
+        longer.last_position = self.last_position
         return longer._add(history, len(self.events))
 
     def _add(self, history: Sequence[Event], start: int) -> HistoryIndex:
@@ -178,6 +180,7 @@ class HistoryIndex:
                 if kind in _RECORDED:
                     position = int(event.command_id.split(":", 1)[0])
                     recorded.setdefault(position, event)
+                    self.last_position = max(self.last_position, position)
                 if kind in _OUTCOMES:
                     outcomes.setdefault(event.command_id, event)
             elif kind == EventType.CANCEL_REQUESTED and self.cancel is None:
@@ -210,6 +213,7 @@ class WorkflowContext:
         started = history[0].payload if history else {}
         index = index if index is not None else HistoryIndex.of(history)
         self._recorded = index.recorded
+        self._last_position = index.last_position
         self._outcomes = index.outcomes
         self._cancel: Event | None = index.cancel
         self._mailbox = list(mailbox)
@@ -243,6 +247,8 @@ class WorkflowContext:
 
     @property
     def unmatched_commands(self) -> list[Event]:
+        if self._last_position < self._position:
+            return []  # the usual case: without sorting a long history's commands
         return [e for p, e in sorted(self._recorded.items()) if p >= self._position]
 
     @property
@@ -258,7 +264,9 @@ class WorkflowContext:
 
     def activity(self, act: ActivityDefinition[..., T] | str, *args: Any, **kwargs: Any) -> T:
         """Run an activity and return its result; raises `ActivityFailed` once retries are spent."""
-        return self.start_activity(act, *args, **kwargs).result()  # type: ignore[no-any-return,unused-ignore]
+        # start_activity(...).result(), a call shorter: replay runs this for every past step.
+        handle = self._schedule(self._activity_definition(act), args, kwargs, compensation=False)
+        return handle.result()  # type: ignore[no-any-return,unused-ignore]
 
     def start_activity(
         self, act: ActivityDefinition[..., Any] | str, *args: Any, **kwargs: Any
@@ -546,16 +554,19 @@ class WorkflowContext:
         command_id = f"{self._position}:{kind}:{name}"
         recorded = self._recorded.get(self._position)
         if recorded is not None and recorded.command_id != command_id:
-            self.drift = ReplayDriftError(
-                f"replay drift at command #{self._position}: the code now issues "
-                f"{command_id!r}, but the history recorded {recorded.command_id!r} "
-                f"({recorded.type} at seq {recorded.seq})",
-                position=self._position,
-                expected=recorded.command_id,
-                actual=command_id,
-            )
-            raise self.drift
+            self._drifted(command_id, recorded)
         return command_id, recorded
+
+    def _drifted(self, command_id: str, recorded: Event) -> NoReturn:
+        self.drift = ReplayDriftError(
+            f"replay drift at command #{self._position}: the code now issues "
+            f"{command_id!r}, but the history recorded {recorded.command_id!r} "
+            f"({recorded.type} at seq {recorded.seq})",
+            position=self._position,
+            expected=recorded.command_id,
+            actual=command_id,
+        )
+        raise self.drift
 
     def _advance_position(self) -> None:
         if self._position in self._recorded:
@@ -563,12 +574,18 @@ class WorkflowContext:
         self._position += 1
 
     def _command(self, kind: str, name: str) -> tuple[str, Event | None]:
+        """The next command's id and its recorded event (None when it is new); moves on.
+        `_peek` and `_advance_position` in one: replay runs it for every past command."""
         if self.suspended_at is not None:
             self._alive()
-        command_id, recorded = self._peek(kind, name)
+        position = self._position
+        command_id = f"{position}:{kind}:{name}"
+        recorded = self._recorded.get(position)
         if recorded is not None:
+            if recorded.command_id != command_id:
+                self._drifted(command_id, recorded)
             self._matched += 1
-        self._position += 1
+        self._position = position + 1
         return command_id, recorded
 
     def _emit(self, type_: EventType, command_id: str, payload: Any) -> None:
