@@ -264,9 +264,9 @@ class WorkflowContext:
 
     def activity(self, act: ActivityDefinition[..., T] | str, *args: Any, **kwargs: Any) -> T:
         """Run an activity and return its result; raises `ActivityFailed` once retries are spent."""
-        # start_activity(...).result(), a call shorter: replay runs this for every past step.
+        # start_activity(...).result(), two calls shorter: replay runs it for every past step.
         handle = self._schedule(self._activity_definition(act), args, kwargs, compensation=False)
-        return handle.result()  # type: ignore[no-any-return,unused-ignore]
+        return self._value(handle, self._wait(handle.command_id))  # type: ignore[no-any-return,unused-ignore]
 
     def start_activity(
         self, act: ActivityDefinition[..., Any] | str, *args: Any, **kwargs: Any
