@@ -264,8 +264,25 @@ class WorkflowContext:
 
     def activity(self, act: ActivityDefinition[..., T] | str, *args: Any, **kwargs: Any) -> T:
         """Run an activity and return its result; raises `ActivityFailed` once retries are spent."""
-        # start_activity(...).result(), two calls shorter: replay runs it for every past step.
-        handle = self._schedule(self._activity_definition(act), args, kwargs, compensation=False)
+        definition = self._activity_definition(act)
+        # Replay runs this for every past step, so a command the history holds, that
+        # succeeded, with no cancel to deliver, takes the short way: what `_command`,
+        # `_wait` and `_value` would do, without their calls. Anything else goes the long
+        # way (start_activity(...).result()), nothing changed yet.
+        position = self._position
+        recorded = self._recorded.get(position)
+        if recorded is not None and self._cancel is None and self.suspended_at is None:
+            command_id = f"{position}:activity:{definition.name}"
+            outcome = self._outcomes.get(command_id)
+            if (
+                outcome is not None
+                and outcome.type in _SUCCESSES
+                and recorded.command_id == command_id
+            ):
+                self._matched += 1
+                self._position = position + 1
+                return codec.decode(outcome.payload["result"])  # type: ignore[no-any-return,unused-ignore]
+        handle = self._schedule(definition, args, kwargs, compensation=False)
         return self._value(handle, self._wait(handle.command_id))  # type: ignore[no-any-return,unused-ignore]
 
     def start_activity(
