@@ -571,19 +571,16 @@ class WorkflowContext:
         command_id = f"{self._position}:{kind}:{name}"
         recorded = self._recorded.get(self._position)
         if recorded is not None and recorded.command_id != command_id:
-            self._drifted(command_id, recorded)
+            self.drift = ReplayDriftError(
+                f"replay drift at command #{self._position}: the code now issues "
+                f"{command_id!r}, but the history recorded {recorded.command_id!r} "
+                f"({recorded.type} at seq {recorded.seq})",
+                position=self._position,
+                expected=recorded.command_id,
+                actual=command_id,
+            )
+            raise self.drift
         return command_id, recorded
-
-    def _drifted(self, command_id: str, recorded: Event) -> NoReturn:
-        self.drift = ReplayDriftError(
-            f"replay drift at command #{self._position}: the code now issues "
-            f"{command_id!r}, but the history recorded {recorded.command_id!r} "
-            f"({recorded.type} at seq {recorded.seq})",
-            position=self._position,
-            expected=recorded.command_id,
-            actual=command_id,
-        )
-        raise self.drift
 
     def _advance_position(self) -> None:
         if self._position in self._recorded:
@@ -591,18 +588,12 @@ class WorkflowContext:
         self._position += 1
 
     def _command(self, kind: str, name: str) -> tuple[str, Event | None]:
-        """The next command's id and its recorded event (None when it is new); moves on.
-        `_peek` and `_advance_position` in one: replay runs it for every past command."""
         if self.suspended_at is not None:
             self._alive()
-        position = self._position
-        command_id = f"{position}:{kind}:{name}"
-        recorded = self._recorded.get(position)
+        command_id, recorded = self._peek(kind, name)
         if recorded is not None:
-            if recorded.command_id != command_id:
-                self._drifted(command_id, recorded)
             self._matched += 1
-        self._position = position + 1
+        self._position += 1
         return command_id, recorded
 
     def _emit(self, type_: EventType, command_id: str, payload: Any) -> None:
