@@ -84,10 +84,17 @@ def _loaded(model: type[M], using: str, attnames: Sequence[str], values: Sequenc
     """
     if _signalled(model):
         return model.from_db(using, attnames, values)
+    return _built(model, zip(attnames, values, strict=True), db=using)
+
+
+def _built(model: type[M], columns: Iterable[tuple[str, Any]], db: str | None) -> M:
+    """An instance holding ``columns`` (attname, value) and nothing else: stored on ``db``,
+    or a new one (adding, on no database yet) when ``db`` is None."""
     instance = model.__new__(model)
     state = instance._state = ModelState()
-    state.adding, state.db = False, using
-    instance.__dict__.update(zip(attnames, values, strict=True))
+    if db is not None:
+        state.adding, state.db = False, db
+    instance.__dict__.update(columns)
     return instance
 
 
@@ -335,12 +342,8 @@ class Statements:
             raise LookupError(f"{model.__name__} has no column {unknown[0]!r}")
         if _signalled(model):
             return model(**values)
-        instance = model.__new__(model)
-        instance._state = ModelState()  # adding, on no database yet: as a new instance is
-        instance.__dict__.update(
-            (name, values[name] if name in values else default()) for name, default in defaults
-        )
-        return instance
+        row = ((name, values[name] if name in values else default()) for name, default in defaults)
+        return _built(model, row, db=None)
 
     def prep(
         self,
