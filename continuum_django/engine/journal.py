@@ -450,11 +450,16 @@ def check_attempt(task: T | None, claim: ActivityClaim, now: dt.datetime) -> T:
         or task.lease_expires_at <= now
         or (task.attempt_deadline is not None and task.attempt_deadline <= now)
     ):
-        raise LeaseLost(
-            f"attempt {claim.attempt} of activity task {claim.task_id} no longer holds its lease",
-            task_id=claim.task_id,
-        )
+        raise attempt_lost(claim)
     return task
+
+
+def attempt_lost(claim: ActivityClaim) -> LeaseLost:
+    """The error for an attempt whose outcome came after it lost its lease."""
+    return LeaseLost(
+        f"attempt {claim.attempt} of activity task {claim.task_id} no longer holds its lease",
+        task_id=claim.task_id,
+    )
 
 
 def expiry_reason(task: TaskState, now: dt.datetime) -> str:

@@ -16,6 +16,7 @@ from ..engine.journal import (
     Dispatch,
     Eager,
     Speculation,
+    attempt_lost,
     check_attempt,
     expiry_reason,
     lease_task,
@@ -24,9 +25,9 @@ from ..engine.journal import (
     timeout_error,
 )
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
-from .base import LEASED_TASK_FIELDS, activity_claim, to_event
-from .lean import Pending
-from .runs import FINAL, RunJournal
+from .base import LEASED_TASK_FIELDS, WRITTEN_RUN_COLUMNS, activity_claim, to_event
+from .lean import STATEMENT_CLOCK, AttemptLost, Guarded, Insert, Pending
+from .runs import FINAL, TASK_CLOCK_FIELDS, RunJournal
 
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
@@ -124,6 +125,8 @@ class ActivityJournal(RunJournal):
         first statement writes the run's row, if the run is as the speculation assumed
         (raises `_RunChanged`, nothing written, if not). Pipelined: the run's and the
         attempt's UPDATEs travel together, then the INSERTs, then the COMMIT."""
+        if self._single(then.activation):
+            return self._finish_in_one(claim, result, then)
         with self.sql.transaction():
             # The run's row first (it locks it), then the attempt's: the usual order.
             last_seq = len(then.claim.history) - 1
@@ -138,6 +141,37 @@ class ActivityJournal(RunJournal):
                 check_attempt(None, claim, written[1])  # raises LeaseLost
             run, now = written
             return self._advance_with(run, self._result(claim, result), then, now, True)
+
+    def _finish_in_one(self, claim: ActivityClaim, result: Any, then: Speculation) -> Dispatch:
+        """`_finish_folded` as one statement (see `_single`): the run's UPDATE, the
+        attempt's, the events and the tasks the activation schedules. The rows are built on
+        `STATEMENT_CLOCK`, which the statement replaces with its clock."""
+        last_seq = len(then.claim.history) - 1
+        update = self._run_write(then.claim, then.activation, last_seq, then.claim.revision, True)
+        run = update.instance
+        run.last_seq = last_seq  # the rows are numbered from here
+        done = self._rows(run, [self._result(claim, result)], STATEMENT_CLOCK)
+        made = self._rows(run, then.activation.events, then.claim.now)
+        tasks, leased = self._tasks(run, made, STATEMENT_CLOCK, then.eager)
+        inserts = [
+            Insert(done, shifted=("created_at",)),
+            Insert(made),
+            Insert(tasks, TASK_CLOCK_FIELDS, returning=True),
+        ]
+        try:
+            written = self.sql.step(
+                update, WRITTEN_RUN_COLUMNS, self._attempt_write(claim, result), inserts
+            )
+        except AttemptLost as lost:
+            raise attempt_lost(claim) from lost
+        if written is None:
+            raise _RunChanged(claim.run_id)
+        stored, now = written
+        dispatch = self._tasks_sent(tasks, leased)
+        known = then.claim.history[:-1]
+        self._suspended(stored, then.claim, known, [*done, *made], made, now, then.eager, dispatch)
+        dispatch.advanced = then.activation.outcome
+        return dispatch
 
     def _holds(self, run: WorkflowRun, then: Speculation, now: dt.datetime) -> bool:
         """Whether the run is as the speculation assumed: unchanged since its last activation
@@ -193,6 +227,13 @@ class ActivityJournal(RunJournal):
     def _send_complete_attempt(self, claim: ActivityClaim, result: Any) -> Pending[ActivityTask]:
         """`_complete_attempt`'s UPDATE, read later: it matches nothing when the attempt no
         longer holds its lease at the transaction's clock."""
+        update = self._attempt_write(claim, result)
+        return self.sql.update_returning(
+            update.instance, update.attnames, update.guard, update.guard_params, ["id"]
+        )
+
+    def _attempt_write(self, claim: ActivityClaim, result: Any) -> Guarded[ActivityTask]:
+        """The UPDATE that records the attempt's result, guarded by its lease."""
         quote = connections[self.using].ops.quote_name
         task = self.sql.partial(
             ActivityTask,
@@ -207,12 +248,11 @@ class ActivityJournal(RunJournal):
             f" AND {quote('lease_expires_at')} > {{now}}"
             f" AND ({quote('attempt_deadline')} IS NULL OR {quote('attempt_deadline')} > {{now}})"
         )
-        return self.sql.update_returning(
+        return Guarded(
             task,
             ["status", "result", "lease_owner", "lease_expires_at", "updated_at"],
             guard,
             [("status", TaskStatus.RUNNING), ("lease_token", claim.token)],
-            ["id"],
         )
 
     def _end_attempt(

@@ -40,9 +40,18 @@ from ..models import (
     WorkflowRun,
 )
 from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, to_event
-from .lean import Pending
+from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
+# Events whose commands write more than a task row (a timer, a child run, a consumed signal).
+WIDE_EVENTS = frozenset(
+    {EventType.TIMER_SCHEDULED, EventType.CHILD_STARTED, EventType.SIGNAL_RECEIVED}
+)
+# An activity task's columns that `_tasks` sets from the clock it is given.
+TASK_CLOCK_FIELDS = (
+    "next_attempt_at", "schedule_deadline", "lease_expires_at", "attempt_deadline",
+    "heartbeat_deadline",
+)  # fmt: skip
 NOTICE_MAX_BYTES = 7_999  # Postgres refuses a NOTIFY payload of 8,000 bytes or more
 STARTED_MAX_CHARS = 4_096  # a larger input stays out of the first advance's message
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
@@ -147,6 +156,8 @@ class RunJournal(OrmBase):
     def commit_activation(
         self, claim: RunClaim, activation: Activation, eager: Eager | None = None
     ) -> Dispatch:
+        if claim.optimistic and self._single(activation):
+            return self._commit_in_one(claim, activation, eager)
         if claim.optimistic and self._foldable(claim, activation):
             with self.sql.transaction():  # pipelined, see `Statements.transaction`
                 last_seq = len(claim.history)
@@ -200,7 +211,24 @@ class RunJournal(OrmBase):
         if run.status in TERMINAL:
             self._histories.pop(claim.run_id, None)
             return dispatch
-        self._remember(claim.run_id, appended)
+        self._suspended(run, claim, known, appended, made, now, eager, dispatch)
+        return dispatch
+
+    def _suspended(
+        self,
+        run: WorkflowRun,
+        claim: RunClaim,
+        known: list[Event],
+        appended: list[WorkflowEvent],
+        made: list[WorkflowEvent],
+        now: dt.datetime,
+        eager: Eager | None,
+        dispatch: Dispatch,
+    ) -> None:
+        """What `_apply` leaves of a run still going: its history remembered and, for an
+        eager step, the run as this activation leaves it (the next speculation's basis).
+        (The basis first: outside a transaction `_remember` extends the cached history at
+        once, which may be ``known`` itself.)"""
         if eager is not None and run.status == RunStatus.SUSPENDED:
             consumed = {
                 (row.payload or {}).get("signal_id")
@@ -219,7 +247,7 @@ class RunJournal(OrmBase):
                 now=now,
                 optimistic=True,
             )
-        return dispatch
+        self._remember(claim.run_id, appended)
 
     def _settle(self, run: WorkflowRun, activation: Activation, now: Any) -> list[str]:
         """Set the run's fields as the activation leaves it: suspended or ended, its lease
@@ -247,6 +275,37 @@ class RunJournal(OrmBase):
             activation.outcome in FINAL and not claim.parent_run_id
         )
 
+    def _single(self, activation: Activation) -> bool:
+        """Whether the activation's writes fit in one statement (`Statements.step`): it
+        suspends the run, its commands write nothing but task rows, and `single` holds."""
+        return (
+            activation.outcome == Outcome.SUSPENDED
+            and not any(event.type in WIDE_EVENTS for event in activation.events)
+            and self.sql.single()
+        )
+
+    def _commit_in_one(
+        self, claim: RunClaim, activation: Activation, eager: Eager | None
+    ) -> Dispatch:
+        """`commit_activation` of an optimistic claim in one statement (see `_single`)."""
+        last_seq = len(claim.history)
+        update = self._run_write(claim, activation, last_seq, claim.revision, False)
+        run = update.instance
+        run.last_seq = last_seq  # the rows are numbered from here
+        rows = self._rows(run, activation.events, claim.now)
+        tasks, leased = self._tasks(run, rows, STATEMENT_CLOCK, eager)
+        written = self.sql.step(
+            update,
+            WRITTEN_RUN_COLUMNS,
+            inserts=[Insert(rows), Insert(tasks, TASK_CLOCK_FIELDS, returning=True)],
+        )
+        if written is None:
+            raise StaleClaim(claim.run_id)
+        stored, now = written
+        dispatch = self._tasks_sent(tasks, leased)
+        self._suspended(stored, claim, claim.history, rows, rows, now, eager, dispatch)
+        return dispatch
+
     def _write_run(
         self, claim: RunClaim, activation: Activation, last_seq: int, revision: int, woken: bool
     ) -> tuple[WorkflowRun, dt.datetime] | None:
@@ -264,6 +323,16 @@ class RunJournal(OrmBase):
         self, claim: RunClaim, activation: Activation, last_seq: int, revision: int, woken: bool
     ) -> Pending[WorkflowRun]:
         """`_write_run`'s UPDATE, read later with `_written` (see `Statements.transaction`)."""
+        update = self._run_write(claim, activation, last_seq, revision, woken)
+        return self.sql.update_returning(
+            update.instance, update.attnames, update.guard, update.guard_params,
+            WRITTEN_RUN_COLUMNS,
+        )  # fmt: skip
+
+    def _run_write(
+        self, claim: RunClaim, activation: Activation, last_seq: int, revision: int, woken: bool
+    ) -> Guarded[WorkflowRun]:
+        """`_write_run`'s UPDATE: the run's row as the activation leaves it, and its guard."""
         appended = len(activation.events) + woken
         run = self.sql.partial(
             WorkflowRun, id=claim.run_id, revision=revision + woken, last_seq=last_seq + appended
@@ -278,7 +347,7 @@ class RunJournal(OrmBase):
         )
         params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
         params += [("status", status) for status in TERMINAL]
-        return self.sql.update_returning(run, fields, guard, params, WRITTEN_RUN_COLUMNS)
+        return Guarded(run, fields, guard, params)
 
     @staticmethod
     def _written(
@@ -301,25 +370,11 @@ class RunJournal(OrmBase):
         eager: Eager | None = None,
     ) -> None:
         """Create the tasks, timers and child runs that the activation's commands ask for."""
-        tasks: list[ActivityTask] = []
+        tasks, leased = self._tasks(run, rows, now, eager)
         timers: list[Timer] = []
         for row in rows:
             payload: dict[str, Any] = row.payload or {}
-            if row.type in (EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED):
-                fields = task_fields(payload)
-                deadline = seconds_after(now, fields["schedule_to_close_timeout"])
-                tasks.append(
-                    self.sql.new(
-                        ActivityTask,
-                        run_id=run.id,
-                        command_id=row.command_id,
-                        kind=task_kind(row.type),
-                        next_attempt_at=now,
-                        schedule_deadline=deadline,
-                        **fields,
-                    )
-                )
-            elif row.type == EventType.TIMER_SCHEDULED:
+            if row.type == EventType.TIMER_SCHEDULED:
                 fire_at = dt.datetime.fromisoformat(payload["fire_at"])
                 timers.append(
                     self.sql.new(Timer, run_id=run.id, command_id=row.command_id, fire_at=fire_at)
@@ -334,17 +389,49 @@ class RunJournal(OrmBase):
                 Timer.objects.using(self.using).filter(
                     run_id=run.id, command_id=row.command_id, fired=False
                 ).update(cancelled=True)
-        leased = next((t for t in tasks if eager and t.queue == eager.queue), None)
-        if leased is not None and eager is not None:
-            lease_task(leased, eager.owner, eager.lease_seconds, now)
 
         def dispatch_tasks() -> None:  # once their ids are known (after a pipeline's COMMIT)
-            dispatch.activities.extend((t.id, t.queue, None) for t in tasks if t is not leased)
-            if leased is not None:
-                dispatch.eager_activity = activity_claim(leased)
+            sent = self._tasks_sent(tasks, leased)
+            dispatch.activities.extend(sent.activities)
+            if sent.eager_activity is not None:
+                dispatch.eager_activity = sent.eager_activity
 
         self.sql.insert(tasks, then=dispatch_tasks)
         self.sql.insert(timers, returning=False)
+
+    def _tasks(
+        self, run: WorkflowRun, rows: list[WorkflowEvent], now: dt.datetime, eager: Eager | None
+    ) -> tuple[list[ActivityTask], ActivityTask | None]:
+        """The activity tasks that ``rows`` schedule (not inserted yet), and the one leased
+        to this worker at once (``eager``, on its queue), if any."""
+        tasks: list[ActivityTask] = []
+        for row in rows:
+            if row.type in (EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED):
+                fields = task_fields(row.payload or {})
+                deadline = seconds_after(now, fields["schedule_to_close_timeout"])
+                tasks.append(
+                    self.sql.new(
+                        ActivityTask,
+                        run_id=run.id,
+                        command_id=row.command_id,
+                        kind=task_kind(row.type),
+                        next_attempt_at=now,
+                        schedule_deadline=deadline,
+                        **fields,
+                    )
+                )
+        leased = next((t for t in tasks if eager and t.queue == eager.queue), None)
+        if leased is not None and eager is not None:
+            lease_task(leased, eager.owner, eager.lease_seconds, now)
+        return tasks, leased
+
+    @staticmethod
+    def _tasks_sent(tasks: list[ActivityTask], leased: ActivityTask | None) -> Dispatch:
+        """The hints for inserted ``tasks``: a message for each, but the one leased here."""
+        return Dispatch(
+            activities=[(t.id, t.queue, None) for t in tasks if t is not leased],
+            eager_activity=activity_claim(leased) if leased is not None else None,
+        )
 
     def _end(
         self,

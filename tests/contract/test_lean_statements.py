@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from continuum_django.engine import codec
-from continuum_django.journal.lean import Statements
+from continuum_django.journal.lean import (
+    STATEMENT_CLOCK,
+    AttemptLost,
+    Guarded,
+    Insert,
+    Statements,
+)
 from continuum_django.models import ActivityTask, WorkflowEvent, WorkflowRun
 
 pytestmark = pytest.mark.django_db
@@ -311,6 +318,95 @@ def test_pipelining_can_be_turned_off(sql: Statements, settings: Any) -> None:
         assert not _pipelined()
         sql.insert([run])
     assert WorkflowRun.objects.filter(pk=run.id).exists()
+
+
+def _step_rows(
+    sql: Statements, revision: int = 3, token: int = 1
+) -> tuple[WorkflowRun, ActivityTask, Guarded[WorkflowRun], Guarded[ActivityTask], list[Insert]]:
+    """A stored run and its running attempt; a step that writes both (guarded by
+    ``revision`` and ``token``), appends an event and schedules a task on the clock."""
+    run = new_run(revision=3)
+    sql.insert([run])
+    attempt = new_task(run, "running")
+    attempt.status, attempt.lease_token = "running", 1
+    attempt.lease_expires_at = timezone.now() + dt.timedelta(minutes=10)
+    sql.insert([attempt])
+    run_write = Guarded(
+        WorkflowRun(id=run.id, revision=4, last_seq=1), ["revision", "last_seq"],
+        "revision = %s", [("revision", revision)],
+    )  # fmt: skip
+    attempt_write = Guarded(
+        ActivityTask(id=attempt.id, status="completed", result={"ok": 1}),
+        ["status", "result"],
+        "status = %s AND lease_token = %s AND lease_expires_at > {now}",
+        [("status", "running"), ("lease_token", token)],
+    )
+    event = WorkflowEvent(run=run, seq=1, type="marker", payload={}, created_at=STATEMENT_CLOCK)
+    task = new_task(run, "next")
+    task.next_attempt_at = STATEMENT_CLOCK
+    task.lease_expires_at = STATEMENT_CLOCK + dt.timedelta(seconds=30)
+    inserts = [
+        Insert([event], shifted=("created_at",)),
+        Insert([task], ("next_attempt_at", "lease_expires_at", "schedule_deadline"), True),
+    ]
+    return run, attempt, run_write, attempt_write, inserts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_writes_in_one_statement_on_the_statement_s_clock(sql: Statements) -> None:
+    """On Postgres in autocommit: the run's and the attempt's UPDATEs and the INSERTs go as
+    one statement; offsets from `STATEMENT_CLOCK` land on the clock it returns."""
+    run, attempt, run_write, attempt_write, inserts = _step_rows(sql)
+    if connection.vendor != "postgresql":
+        assert not sql.single()  # the step path keeps its transactions elsewhere
+        return
+    assert sql.single()
+    with CaptureQueriesContext(connection) as captured:
+        written = sql.step(run_write, ["id", "revision"], attempt_write, inserts)
+    assert len(captured) == 1
+    assert written is not None
+    row, now = written
+    assert (str(row.pk), row.revision) == (run.id, 4)
+    event, task = inserts[0].instances[0], inserts[1].instances[0]
+    assert event.created_at == now  # moved onto the clock, and stored so
+    assert WorkflowEvent.objects.get(run_id=run.id).created_at == now
+    assert task.pk is not None and task.lease_expires_at == now + dt.timedelta(seconds=30)
+    stored = ActivityTask.objects.get(pk=task.pk)
+    assert (stored.next_attempt_at, stored.lease_expires_at) == (now, task.lease_expires_at)
+    assert stored.schedule_deadline is None  # None stays None
+    assert ActivityTask.objects.get(pk=attempt.pk).status == "completed"
+    assert WorkflowRun.objects.get(pk=run.id).revision == 4
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stale", ["run", "attempt"])
+def test_a_step_whose_guard_fails_writes_nothing(sql: Statements, stale: str) -> None:
+    """A run that changed: None. A run as expected with an attempt that lost its lease:
+    `AttemptLost`, and the run's UPDATE, which had matched, is undone with the rest."""
+    run, attempt, run_write, attempt_write, inserts = _step_rows(
+        sql, revision=2 if stale == "run" else 3, token=2 if stale == "attempt" else 1
+    )
+    if connection.vendor != "postgresql":
+        assert not sql.single()
+        return
+    if stale == "run":
+        assert sql.step(run_write, ["id"], attempt_write, inserts) is None
+    else:
+        with pytest.raises(AttemptLost):
+            sql.step(run_write, ["id"], attempt_write, inserts)
+    assert WorkflowRun.objects.get(pk=run.id).revision == 3
+    assert ActivityTask.objects.get(pk=attempt.pk).status == "running"
+    assert not WorkflowEvent.objects.filter(run_id=run.id).exists()
+    assert ActivityTask.objects.filter(run_id=run.id).count() == 1
+    assert sql.step(replace(run_write, guard_params=[("revision", 3)]), ["id"]) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_needs_autocommit_and_the_pipeline_setting(sql: Statements, settings: Any) -> None:
+    with transaction.atomic():
+        assert not sql.single()  # it would not commit alone
+    settings.CONTINUUM = {**settings.CONTINUUM, "PIPELINE": False}
+    assert not sql.single()
 
 
 @pytest.mark.django_db(transaction=True)
