@@ -125,7 +125,7 @@ class ActivityJournal(RunJournal):
         first statement writes the run's row, if the run is as the speculation assumed
         (raises `_RunChanged`, nothing written, if not). Pipelined: the run's and the
         attempt's UPDATEs travel together, then the INSERTs, then the COMMIT."""
-        if self._single(then.activation):
+        if self._single(then.claim, then.activation):
             return self._finish_in_one(claim, result, then)
         with self.sql.transaction():
             # The run's row first (it locks it), then the attempt's: the usual order.
@@ -160,16 +160,21 @@ class ActivityJournal(RunJournal):
         ]
         try:
             written = self.sql.step(
-                update, WRITTEN_RUN_COLUMNS, self._attempt_write(claim, result), inserts
+                update,
+                WRITTEN_RUN_COLUMNS,
+                self._attempt_write(claim, result),
+                inserts,
+                self._announce(then.claim, then.activation),
             )
         except AttemptLost as lost:
             raise attempt_lost(claim) from lost
         if written is None:
             raise _RunChanged(claim.run_id)
         stored, now = written
-        dispatch = self._tasks_sent(tasks, leased)
-        known = then.claim.history[:-1]
-        self._suspended(stored, then.claim, known, [*done, *made], made, now, then.eager, dispatch)
+        dispatch = self._stepped(
+            stored, then.claim, then.activation, then.claim.history[:-1], [*done, *made], made,
+            now, then.eager, self._tasks_sent(tasks, leased),
+        )  # fmt: skip
         dispatch.advanced = then.activation.outcome
         return dispatch
 

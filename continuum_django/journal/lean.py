@@ -566,6 +566,7 @@ class Statements:
         returning: Sequence[str],
         attempt: Guarded[Any] | None = None,
         inserts: Sequence[Insert] = (),
+        announce: tuple[str, Sequence[Any]] | None = None,
     ) -> tuple[M, dt.datetime] | None:
         """A step's writes as one statement that commits alone (see `single`): the run's
         guarded UPDATE and, only if it matched, the attempt's guarded UPDATE and then, only
@@ -576,7 +577,9 @@ class Statements:
         of the ``returning`` inserts and moved their ``shifted`` columns onto the clock;
         None when the run did not match (nothing written). When the run matched and the
         attempt did not, the statement fails on purpose, so that the run's UPDATE is undone
-        with it, and this raises `AttemptLost`.
+        with it, and this raises `AttemptLost`. ``announce``: an SQL expression (and its
+        parameters) over the written run's row, ``step_run``, evaluated once everything
+        matched, as a NOTIFY is (sent when the statement commits).
 
         One statement instead of a transaction's five or six: the client sends and reads
         once, and Postgres runs no BEGIN or COMMIT of its own (about a third less CPU for
@@ -613,6 +616,9 @@ class Statements:
                 reads.append(f"(SELECT array_agg({key} ORDER BY {key}) FROM {name})")
         if attempt is not None:  # division by zero: the run matched, the attempt did not
             reads.append("1 / (SELECT count(*) FROM step_attempt)::integer")
+        if announce is not None:
+            reads.append(announce[0])
+            params += announce[1]
         extra = "".join(f", {read}" for read in reads)
         sql = f"WITH {', '.join(ctes)} SELECT step_run.*{extra} FROM step_run"
         connection = self.connection

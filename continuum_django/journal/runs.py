@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
 from django.db import IntegrityError, connections
@@ -39,7 +40,14 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from .base import LEASE_FIELDS, WRITTEN_RUN_COLUMNS, OrmBase, activity_claim, to_event
+from .base import (
+    LEASE_FIELDS,
+    RUN_ENDED,
+    WRITTEN_RUN_COLUMNS,
+    OrmBase,
+    activity_claim,
+    to_event,
+)
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
@@ -61,12 +69,45 @@ def end_notice(run: WorkflowRun, result: Any) -> str:
     """The payload announcing that ``run`` ended: JSON naming its chain (the root's id), the
     run and its status, and for a completed run its ``result`` (encoded, as stored) when the
     payload has room, so that `result()` need not read the run again."""
-    notice = {"chain": str(run.chain_root_id), "run": str(run.id), "status": run.status}
-    if run.status == RunStatus.COMPLETED:
+    return _notice(str(run.chain_root_id), str(run.id), run.status, result)
+
+
+# Stands for a chain's id in a notice whose statement fills it in (`_announce`): a UUID's
+# length, so that the notice measures what the sent one will.
+_CHAIN = str(uuid.UUID(int=0))
+
+
+def _notice(chain: str, run_id: str, status: str, result: Any) -> str:
+    notice = {"chain": chain, "run": run_id, "status": status}
+    if status == RunStatus.COMPLETED:
         whole = json.dumps(notice | {"result": result}, separators=(",", ":"))
         if len(whole.encode()) <= NOTICE_MAX_BYTES:
             return whole
     return json.dumps(notice, separators=(",", ":"))
+
+
+def _closed(events: list[Any]) -> bool:
+    """Whether a run whose history is ``events`` leaves nothing open when it ends: no timer
+    or child run ever, and every activity or compensation scheduled has its outcome (its
+    task is then neither scheduled nor running). So its end need not look for open work."""
+    scheduled: set[str | None] = set()
+    for event in events:
+        if event.type in OPENING:
+            scheduled.add(event.command_id)
+        elif event.type in CLOSING:
+            scheduled.discard(event.command_id)
+        elif event.type in (EventType.TIMER_SCHEDULED, EventType.CHILD_STARTED):
+            return False
+    return not scheduled
+
+
+OPENING = frozenset({EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED})
+CLOSING = frozenset(
+    {
+        EventType.ACTIVITY_COMPLETED, EventType.ACTIVITY_FAILED,
+        EventType.COMPENSATION_COMPLETED, EventType.COMPENSATION_FAILED,
+    }
+)  # fmt: skip
 
 
 class RunJournal(OrmBase):
@@ -156,7 +197,7 @@ class RunJournal(OrmBase):
     def commit_activation(
         self, claim: RunClaim, activation: Activation, eager: Eager | None = None
     ) -> Dispatch:
-        if claim.optimistic and self._single(activation):
+        if claim.optimistic and self._single(claim, activation):
             return self._commit_in_one(claim, activation, eager)
         if claim.optimistic and self._foldable(claim, activation):
             with self.sql.transaction():  # pipelined, see `Statements.transaction`
@@ -275,14 +316,19 @@ class RunJournal(OrmBase):
             activation.outcome in FINAL and not claim.parent_run_id
         )
 
-    def _single(self, activation: Activation) -> bool:
-        """Whether the activation's writes fit in one statement (`Statements.step`): it
-        suspends the run, its commands write nothing but task rows, and `single` holds."""
-        return (
-            activation.outcome == Outcome.SUSPENDED
-            and not any(event.type in WIDE_EVENTS for event in activation.events)
-            and self.sql.single()
-        )
+    def _single(self, claim: RunClaim, activation: Activation) -> bool:
+        """Whether the activation's writes fit in one statement (`Statements.step`, when
+        `single` holds): its commands write nothing but task rows, and it suspends the run,
+        or ends a run without a parent that leaves nothing open (see `_closed`)."""
+        if any(event.type in WIDE_EVENTS for event in activation.events):
+            return False
+        if activation.outcome != Outcome.SUSPENDED and (
+            activation.outcome not in FINAL
+            or claim.parent_run_id
+            or not _closed([*claim.history, *activation.events])
+        ):
+            return False
+        return self.sql.single()
 
     def _commit_in_one(
         self, claim: RunClaim, activation: Activation, eager: Eager | None
@@ -298,12 +344,45 @@ class RunJournal(OrmBase):
             update,
             WRITTEN_RUN_COLUMNS,
             inserts=[Insert(rows), Insert(tasks, TASK_CLOCK_FIELDS, returning=True)],
+            announce=self._announce(claim, activation),
         )
         if written is None:
             raise StaleClaim(claim.run_id)
         stored, now = written
-        dispatch = self._tasks_sent(tasks, leased)
-        self._suspended(stored, claim, claim.history, rows, rows, now, eager, dispatch)
+        return self._stepped(stored, claim, activation, claim.history, rows, rows, now, eager,
+                             self._tasks_sent(tasks, leased))  # fmt: skip
+
+    def _announce(self, claim: RunClaim, activation: Activation) -> tuple[str, list[Any]] | None:
+        """For a step that ends the run, the NOTIFY that announces it (`end_notice`'s), an
+        expression over the run's row that `Statements.step` returns: the statement fills
+        in the chain's id. None for a step that does not end the run."""
+        if activation.outcome not in FINAL:
+            return None
+        notice = _notice(_CHAIN, claim.run_id, str(activation.outcome), activation.result)
+        head = '{"chain":"'
+        assert notice.startswith(head + _CHAIN)
+        chain = connections[self.using].ops.quote_name("chain_root_id")
+        sql = f"pg_notify(%s, %s || COALESCE(step_run.{chain}::text, 'None') || %s) IS NULL"
+        return sql, [RUN_ENDED, head, notice[len(head) + len(_CHAIN) :]]
+
+    def _stepped(
+        self,
+        run: WorkflowRun,
+        claim: RunClaim,
+        activation: Activation,
+        known: list[Event],
+        appended: list[WorkflowEvent],
+        made: list[WorkflowEvent],
+        now: dt.datetime,
+        eager: Eager | None,
+        dispatch: Dispatch,
+    ) -> Dispatch:
+        """What is left once a step's statement wrote it: forget an ended run's history,
+        or `_suspended` for one still going."""
+        if activation.outcome in FINAL:
+            self._histories.pop(claim.run_id, None)
+        else:
+            self._suspended(run, claim, known, appended, made, now, eager, dispatch)
         return dispatch
 
     def _write_run(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 from django.db.models.functions import Now
@@ -18,6 +20,8 @@ import continuum_django as continuum
 from continuum_django import activity, workflow
 from continuum_django.engine.journal import RunClaim
 from continuum_django.engine.local import new_run
+from continuum_django.journal.base import RUN_ENDED
+from continuum_django.journal.runs import end_notice
 from continuum_django.models import ActivityTask, Timer, WorkflowEvent, WorkflowRun
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
@@ -79,11 +83,19 @@ def late_second(ctx: Any) -> list[str]:
     ]
 
 
+class Counts(Counter[str]):
+    """Counts by kind, and the statements sent (``sent``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+
 @contextmanager
-def commits_and_statements() -> Iterator[Counter[str]]:
+def commits_and_statements() -> Iterator[Counts]:
     """Count the statements this connection sends and the transactions that commit writes
     (a read outside a transaction commits nothing)."""
-    counts: Counter[str] = Counter()
+    counts = Counts()
 
     def committed() -> None:
         counts["commits"] += 1
@@ -92,6 +104,7 @@ def commits_and_statements() -> Iterator[Counter[str]]:
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
         counts["statements"] += 1
+        counts.sent.append(sql)
         counts["one_statement"] += sql.startswith("WITH step_run")
         if not connection.in_atomic_block:
             counts["commits"] += not sql.lstrip().upper().startswith("SELECT")
@@ -110,10 +123,10 @@ def test_each_step_commits_once() -> None:
     assert run.result(timeout=1) == {"value": 12, "text": "value is 12"}
     # The first advance, then each activity's result with the advance it wakes.
     assert counts["commits"] == 4
-    # Two reads; the first advance and the two steps that schedule the next activity one
-    # statement each; the last step 4 (it probes for open work and announces the end).
-    assert counts["one_statement"] == 3
-    assert counts["statements"] == 9, counts
+    # Two reads; then one statement for the first advance and one for each step, the last
+    # one included (it leaves nothing open, and announces the end itself).
+    assert counts["one_statement"] == 4
+    assert counts["statements"] == 6, counts
 
 
 def created(definition: Any, *args: Any) -> tuple[str, dict[str, Any]]:
@@ -130,7 +143,7 @@ def test_a_new_run_s_first_advance_starts_from_its_message_without_reading_it() 
     assert continuum.result(run_id, timeout=1) == {"value": 12, "text": "value is 12"}
     assert counts["commits"] == 4
     # Two reads fewer than `test_each_step_commits_once`: the run and its history.
-    assert counts["statements"] == 7, counts
+    assert counts["statements"] == counts["one_statement"] == 4, counts
     history = continuum.RunHandle(run_id).history()
     assert [e.seq for e in history] == list(range(1, len(history) + 1))
 
@@ -298,3 +311,37 @@ def test_a_speculated_step_in_one_statement_writes_nothing_when_the_run_changed(
     assert ActivityTask.objects.filter(run_id=run.id).count() == 2
     # The first advance, then the speculation refused; the rest wait on a signal or end.
     assert counts["one_statement"] == 2
+
+
+def test_a_last_step_in_one_statement_announces_the_end_as_the_probe_did() -> None:
+    """The last step of a run that leaves nothing open goes as one statement, which sends
+    the NOTIFY that `result()` waits for: the same notice `end_notice` makes."""
+    listener = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    try:
+        listener.execute(f"LISTEN {RUN_ENDED}")
+        run = wf.three_steps.start(2)
+        with commits_and_statements() as counts:
+            assert runtime().advance_run(run.id) == "completed"
+        heard = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    finally:
+        listener.close()
+    assert counts["statements"] == counts["one_statement"] + 2  # the two reads
+    stored = WorkflowRun.objects.get(pk=run.id)
+    assert heard == [end_notice(stored, stored.result)]
+    assert json.loads(heard[0])["result"] == {"value": 6, "text": "value is 6"}
+
+
+@workflow(name="tests.step_path.first_of_two")
+def first_of_two(ctx: Any) -> Any:
+    done = ctx.wait_any(ctx.start_activity(counted, "one"), ctx.start_activity(counted, "two"))
+    return done.result()
+
+
+def test_a_last_step_that_leaves_work_open_closes_it() -> None:
+    """A run that ends with an activity still scheduled (it waited for the first of two)
+    ends the usual way, which finds the open task and cancels it, not in one statement."""
+    run = first_of_two.start()
+    assert runtime().advance_run(run.id) == "completed"  # the first activity ran here
+    assert run.result(timeout=1) == "ONE"
+    statuses = ActivityTask.objects.filter(run_id=run.id).values_list("status", flat=True)
+    assert sorted(statuses) == ["cancelled", "completed"]
