@@ -292,7 +292,6 @@ class OrmBase:
             last_seq=1,
             revision=1,
         )
-        self.sql.insert([run])
         started = self.sql.new(
             WorkflowEvent,
             run_id=run.id,
@@ -301,7 +300,7 @@ class OrmBase:
             payload=new.started_payload(),
             created_at=Now(),
         )
-        self._insert_events([started])
+        self.sql.insert_together([run], [started])  # one statement, when it commits alone
         dispatch.runs.append((str(run.id), None))
         return run
 

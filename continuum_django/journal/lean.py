@@ -687,18 +687,7 @@ class Statements:
                 sql += f" RETURNING {column}"
             compiled = self._cache[key] = (sql + ")", column)
         sql, column = compiled
-        params: list[Any] = []
-        for instance in instances:
-            for field, computed in _writes(model, ()):
-                value = (
-                    field.pre_save(instance, True)
-                    if computed
-                    else instance.__dict__.get(field.attname, _missing)
-                )
-                if value is _missing:  # deferred: load it, as pre_save would
-                    value = getattr(instance, field.attname)
-                params.append(field.get_db_prep_save(value, connection))
-        return sql, params, column
+        return sql, self._values(instances, ()), column
 
     def _update(
         self,
@@ -772,42 +761,11 @@ class Statements:
             if then is not None:
                 then()
             return
-        model = type(instances[0])
-        meta = model._meta
-        auto_pk = meta.pk if meta.auto_field is meta.pk else None
-        fields = [f for f in meta.concrete_fields if f is not auto_pk]
-        if not returning:
-            auto_pk = None
+        meta = type(instances[0])._meta
+        auto_pk = meta.pk if meta.auto_field is meta.pk and returning else None
         connection = self.connection
-        first = instances[0]
-        on_clock = tuple(f.attname for f in fields if isinstance(getattr(first, f.attname), Now))
-        key = ("insert", model, on_clock, len(instances), auto_pk is not None)
-        compiled = self._cache.get(key)
-        if compiled is None:
-            quote = connection.ops.quote_name
-            now_sql = self._now(model)[0]
-            row = ", ".join(now_sql if f.attname in on_clock else "%s" for f in fields)
-            names = ", ".join(quote(_name(f)) for f in fields)
-            sql = (
-                f"INSERT INTO {quote(meta.db_table)} ({names}) "
-                f"VALUES {', '.join(f'({row})' for _ in instances)}"
-            )
-            if auto_pk is not None:
-                sql += f" RETURNING {quote(_name(auto_pk))}"
-            compiled = self._cache[key] = sql
-        params = []
-        writes = _writes(model, on_clock)
-        for instance in instances:
-            for field, computed in writes:
-                value = (
-                    field.pre_save(instance, True)
-                    if computed
-                    else instance.__dict__.get(field.attname, _missing)
-                )
-                if value is _missing:  # deferred: load it, as pre_save would
-                    value = getattr(instance, field.attname)
-                params.append(field.get_db_prep_save(value, connection))
-        cursor = self._send(connection, compiled, params)
+        sql, params = self._insert(instances, auto_pk is not None)
+        cursor = self._send(connection, sql, params)
         for instance in instances:
             instance._state.adding = False
             instance._state.db = self.using
@@ -827,6 +785,72 @@ class Statements:
             later.append(keys)
         else:
             keys()
+
+    def insert_together(self, *groups: Sequence[Model]) -> None:
+        """`insert` of each group (no keys read back), all in one statement that commits
+        alone where `single` holds (an INSERT whose CTEs insert the groups before it);
+        elsewhere one statement per group."""
+        groups = tuple(group for group in groups if group)
+        if not self.single():
+            for group in groups:
+                self.insert(group, returning=False)
+            return
+        parts, params = [], []
+        for group in groups:
+            sql, group_params = self._insert(group, returning=False)
+            parts.append(sql)
+            params += group_params
+        ctes = ", ".join(f"step_insert{index} AS ({sql})" for index, sql in enumerate(parts[:-1]))
+        with self._using_cursor() as cursor:
+            cursor.execute(f"WITH {ctes} {parts[-1]}" if ctes else parts[-1], params)
+        for group in groups:
+            for instance in group:
+                instance._state.adding = False
+                instance._state.db = self.using
+
+    def _insert(self, instances: Sequence[Model], returning: bool) -> tuple[str, list[Any]]:
+        """`insert`'s statement (``RETURNING`` the auto key, if ``returning`` and there is
+        one) and its parameters."""
+        model = type(instances[0])
+        meta = model._meta
+        auto_pk = meta.pk if meta.auto_field is meta.pk else None
+        fields = [f for f in meta.concrete_fields if f is not auto_pk]
+        connection = self.connection
+        first = instances[0]
+        on_clock = tuple(f.attname for f in fields if isinstance(getattr(first, f.attname), Now))
+        returning = returning and auto_pk is not None
+        key = ("insert", model, on_clock, len(instances), returning)
+        compiled = self._cache.get(key)
+        if compiled is None:
+            quote = connection.ops.quote_name
+            now_sql = self._now(model)[0]
+            row = ", ".join(now_sql if f.attname in on_clock else "%s" for f in fields)
+            names = ", ".join(quote(_name(f)) for f in fields)
+            sql = (
+                f"INSERT INTO {quote(meta.db_table)} ({names}) "
+                f"VALUES {', '.join(f'({row})' for _ in instances)}"
+            )
+            if returning and auto_pk is not None:
+                sql += f" RETURNING {quote(_name(auto_pk))}"
+            compiled = self._cache[key] = sql
+        return compiled, self._values(instances, on_clock)
+
+    def _values(self, instances: Sequence[Model], on_clock: tuple[str, ...]) -> list[Any]:
+        """The parameters of an INSERT of ``instances``: each column but an auto key and
+        those ``on_clock``, row after row, prepared as the ORM prepares them."""
+        connection = self.connection
+        params = []
+        for instance in instances:
+            for field, computed in _writes(type(instance), on_clock):
+                value = (
+                    field.pre_save(instance, True)
+                    if computed
+                    else instance.__dict__.get(field.attname, _missing)
+                )
+                if value is _missing:  # deferred: load it, as pre_save would
+                    value = getattr(instance, field.attname)
+                params.append(field.get_db_prep_save(value, connection))
+        return params
 
 
 @cache

@@ -120,6 +120,8 @@ class RunJournal(OrmBase):
         dispatch = Dispatch()
         self._offer_start(new, dispatch)
         if new.idempotency_key is None:
+            if self.sql.single():  # one statement inserts the run and its first event
+                return str(self._insert_run(new, dispatch).id), True, dispatch
             # Pipelined when it is a transaction of its own: one round trip, and the commit.
             with self.sql.transaction():
                 return str(self._insert_run(new, dispatch).id), True, dispatch

@@ -402,6 +402,32 @@ def test_a_step_whose_guard_fails_writes_nothing(sql: Statements, stale: str) ->
 
 
 @pytest.mark.django_db(transaction=True)
+def test_rows_inserted_together_are_stored_by_one_statement_where_it_commits_alone(
+    sql: Statements,
+) -> None:
+    run = new_run()
+    events = [
+        WorkflowEvent(run=run, seq=n, type="marker", payload={"n": n}, created_at=Now())
+        for n in (1, 2)
+    ]
+    with CaptureQueriesContext(connection) as captured:
+        sql.insert_together([run], events, [])
+    assert len(captured) == (1 if connection.vendor == "postgresql" else 2)
+    stored = WorkflowRun.objects.get(pk=run.id)
+    assert stored.input == {"args": [1, "two"], "when": "2026-01-01"}
+    assert sorted(WorkflowEvent.objects.filter(run_id=run.id).values_list("seq", flat=True)) == [
+        1,
+        2,
+    ]
+    assert not run._state.adding and events[0]._state.db == "default"
+    with transaction.atomic():  # inside a transaction: one statement a group
+        other = new_run()
+        with CaptureQueriesContext(connection) as captured:
+            sql.insert_together([other], [WorkflowEvent(run=other, seq=1, created_at=Now())])
+        assert len(captured) == 2
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_step_needs_autocommit_and_the_pipeline_setting(sql: Statements, settings: Any) -> None:
     with transaction.atomic():
         assert not sql.single()  # it would not commit alone

@@ -345,3 +345,13 @@ def test_a_last_step_that_leaves_work_open_closes_it() -> None:
     assert run.result(timeout=1) == "ONE"
     statuses = ActivityTask.objects.filter(run_id=run.id).values_list("status", flat=True)
     assert sorted(statuses) == ["cancelled", "completed"]
+
+
+def test_start_inserts_the_run_and_its_first_event_in_one_statement() -> None:
+    with commits_and_statements() as counts:
+        run = wf.three_steps.start(1)
+    assert counts["statements"] == counts["commits"] == 1, counts.sent
+    stored = WorkflowRun.objects.get(pk=run.id)
+    assert (stored.status, stored.last_seq, stored.revision) == ("pending", 1, 1)
+    assert [e.type for e in run.history()] == ["run_started"]
+    assert runtime().advance_run(run.id) == "completed"
