@@ -208,7 +208,7 @@ class Statements:
         local = self._local
         key = (connection.connection, connection.queries_logged)
         if getattr(local, "key", None) != key or connection.connection is None:
-            local.key, local.cursors, local.raw_cursor = key, [], None
+            local.key, local.cursors, local.raw_cursor, local.step_cursor = key, [], None, None
         cursors: list[Any] = local.cursors
         return cursors
 
@@ -591,7 +591,7 @@ class Statements:
         run_sql, params, select = self._update(
             run.instance, run.attnames, run.guard, run.guard_params, returned
         )
-        ctes = [f"step_run AS ({run_sql})"]
+        parts: list[str] = [run_sql]
         gate = "step_run"
         if attempt is not None:
             attempt_sql, attempt_params, _ = self._update(
@@ -601,37 +601,43 @@ class Statements:
                 attempt.guard_params,
                 (),
             )
-            ctes.append(f"step_attempt AS ({attempt_sql} RETURNING 1)")
+            parts.append(attempt_sql)
             params += attempt_params
             gate = "step_attempt"
         keyed: list[Insert] = []
-        reads: list[str] = []
-        for index, insert in enumerate(i for i in inserts if i.instances):
-            name = f"step_insert{index}"
-            sql, insert_params, key = self._insert_select(insert, name, gate)
-            ctes.append(sql)
+        keys: list[str] = []
+        for index, insert in enumerate(insert for insert in inserts if insert.instances):
+            sql, insert_params, key = self._insert_select(insert, f"step_insert{index}", gate)
+            parts.append(sql)
             params += insert_params
+            keys.append(key)
             if key:
                 keyed.append(insert)
-                reads.append(f"(SELECT array_agg({key} ORDER BY {key}) FROM {name})")
-        if attempt is not None:  # division by zero: the run matched, the attempt did not
-            reads.append("1 / (SELECT count(*) FROM step_attempt)::integer")
         if announce is not None:
-            reads.append(announce[0])
+            parts.append(announce[0])
             params += announce[1]
-        extra = "".join(f", {read}" for read in reads)
-        sql = f"WITH {', '.join(ctes)} SELECT step_run.*{extra} FROM step_run"
+        cached = ("step", attempt is not None, announce is not None, *keys, *parts)
+        statements = self._cache.get(cached)
+        if statements is None:
+            sql = self._compose(parts, attempt is not None, keys, announce is not None)
+            statements = self._cache[cached] = (sql, self._numbered(sql))
         connection = self.connection
-        with self._using_cursor(connection) as cursor:
-            try:
-                cursor.execute(sql, params)
-            except DataError as exc:
-                import psycopg
-
-                if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
-                    raise AttemptLost() from exc
-                raise
+        connection.ensure_connection()
+        # Where Django logs queries it renders them from ``%s``: the usual cursor then.
+        logged = connection.queries_logged
+        cursor = self._cursor(connection) if logged else self._step_cursor(connection)
+        try:
+            cursor.execute(statements[0] if logged else statements[1], params)
             row = cursor.fetchone()
+        except DataError as exc:
+            import psycopg
+
+            if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
+                raise AttemptLost() from exc
+            raise
+        finally:
+            if logged:
+                self._release(cursor)
         if row is None:
             return None
         count = len(returned) + 1
@@ -651,6 +657,50 @@ class Statements:
                     if value is not None:
                         instance.__dict__[name] = value + offset
         return _loaded(model, self.using, returned, values[:-1]), clock
+
+    @staticmethod
+    def _compose(parts: list[str], attempt: bool, keys: list[str], announce: bool) -> str:
+        """`step`'s statement from its parts (the run's UPDATE, the attempt's, the INSERTs'
+        CTEs, the announcement) and the key column each INSERT returns ("" for none)."""
+        ctes = [f"step_run AS ({parts[0]})"]
+        if attempt:
+            ctes.append(f"step_attempt AS ({parts[1]} RETURNING 1)")
+        first = 1 + attempt
+        ctes += parts[first : first + len(keys)]
+        reads = [
+            f"(SELECT array_agg({key} ORDER BY {key}) FROM step_insert{index})"
+            for index, key in enumerate(keys)
+            if key
+        ]
+        if attempt:  # division by zero: the run matched, the attempt did not
+            reads.append("1 / (SELECT count(*) FROM step_attempt)::integer")
+        if announce:
+            reads.append(parts[-1])
+        extra = "".join(f", {read}" for read in reads)
+        return f"WITH {', '.join(ctes)} SELECT step_run.*{extra} FROM step_run"
+
+    @staticmethod
+    def _numbered(sql: str) -> str:
+        """``sql`` with ``$1``, ``$2``, ... for its ``%s`` placeholders."""
+        pieces = sql.split("%s")
+        numbered = (f"{piece}${n}" for n, piece in enumerate(pieces[:-1], start=1))
+        return "".join(numbered) + pieces[-1]
+
+    def _step_cursor(self, connection: BaseDatabaseWrapper) -> Any:
+        """This thread's cursor for `step`, reused: psycopg's `RawCursor`, which sends the
+        statement's ``$n`` placeholders as they are. psycopg's other cursors rewrite
+        ``%s`` on every call for a statement this long or with this many parameters
+        (over 4,096 characters or 50 parameters they no longer cache the rewrite), which
+        costs more than a hundred microseconds a step. Django wraps it as it wraps its own
+        cursors (``execute_wrapper`` and its exceptions; not where it logs queries)."""
+        import psycopg
+
+        local = self._local
+        self._cursors(connection)  # forgets the cursor when the connection changed
+        if local.step_cursor is None:
+            raw = psycopg.RawCursor(connection.connection)
+            local.step_cursor = connection.make_cursor(raw)  # type: ignore[arg-type]
+        return local.step_cursor
 
     def _insert_select(self, insert: Insert, name: str, gate: str) -> tuple[str, list[Any], str]:
         """`step`'s CTE ``name`` that inserts ``insert``'s rows if ``gate`` has a row, its

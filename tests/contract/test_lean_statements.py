@@ -353,17 +353,30 @@ def _step_rows(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_step_writes_in_one_statement_on_the_statement_s_clock(sql: Statements) -> None:
+@pytest.mark.parametrize("logged", [False, True])
+def test_a_step_writes_in_one_statement_on_the_statement_s_clock(
+    sql: Statements, logged: bool
+) -> None:
     """On Postgres in autocommit: the run's and the attempt's UPDATEs and the INSERTs go as
-    one statement; offsets from `STATEMENT_CLOCK` land on the clock it returns."""
+    one statement; offsets from `STATEMENT_CLOCK` land on the clock it returns. Alike
+    whether Django logs queries (it renders them from ``%s`` placeholders) or not."""
     run, attempt, run_write, attempt_write, inserts = _step_rows(sql)
     if connection.vendor != "postgresql":
         assert not sql.single()  # the step path keeps its transactions elsewhere
         return
     assert sql.single()
-    with CaptureQueriesContext(connection) as captured:
+    sent: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper), CaptureQueriesContext(connection) as captured:
+        if not logged:
+            connection.force_debug_cursor = False  # as when DEBUG is off
         written = sql.step(run_write, ["id", "revision"], attempt_write, inserts)
-    assert len(captured) == 1
+    assert len(sent) == 1 and sent[0].startswith("WITH step_run")
+    assert len(captured) == (1 if logged else 0)
     assert written is not None
     row, now = written
     assert (str(row.pk), row.revision) == (run.id, 4)
