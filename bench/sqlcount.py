@@ -18,11 +18,18 @@ _PARENTHESES = re.compile(r"\([^()]*\)")
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?([A-Za-z_][\w]*)"?', re.IGNORECASE)
 
 
+_WRITES = re.compile(r'\b(UPDATE|INSERT INTO)\s+"?([A-Za-z_][\w]*)"?', re.IGNORECASE)
+
+
 def statement_shape(sql: str) -> str:
-    """``"SELECT FOR UPDATE continuum_workflowrun"``: the verb, row locks and first table."""
+    """``"SELECT FOR UPDATE continuum_workflowrun"``: the verb, row locks and first table;
+    for a statement of data-modifying CTEs (a step's), ``WITH`` and each write in turn."""
     text = sql.lstrip()
     verb = text.split(None, 1)[0].upper() if text else "?"
     upper = text.upper()
+    if verb == "WITH":
+        writes = [f"{v.split()[0].upper()} {table}" for v, table in _WRITES.findall(text)]
+        return " ".join([verb, *writes])
     if verb == "SELECT" and " FOR UPDATE" in upper:
         verb += " FOR UPDATE SKIP LOCKED" if "SKIP LOCKED" in upper else " FOR UPDATE"
     while (outer := _PARENTHESES.sub("", text)) != text:  # drop subqueries and arguments
