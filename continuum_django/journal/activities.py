@@ -123,8 +123,9 @@ class ActivityJournal(RunJournal):
     def _finish_folded(self, claim: ActivityClaim, result: Any, then: Speculation) -> Dispatch:
         """Write the attempt's result and the speculated activation in one transaction whose
         first statement writes the run's row, if the run is as the speculation assumed
-        (raises `_RunChanged`, nothing written, if not). Pipelined: the run's and the
-        attempt's UPDATEs travel together, then the INSERTs, then the COMMIT."""
+        (raises `_RunChanged`, nothing written, if not). One statement where `_single`
+        allows (`_finish_in_one`); otherwise pipelined: the run's and the attempt's UPDATEs
+        travel together, then the INSERTs, then the COMMIT."""
         if self._single(then.claim, then.activation):
             return self._finish_in_one(claim, result, then)
         with self.sql.transaction():
@@ -171,9 +172,9 @@ class ActivityJournal(RunJournal):
         if written is None:
             raise _RunChanged(claim.run_id)
         stored, now = written
-        dispatch = self._stepped(
-            stored, then.claim, then.activation, then.claim.history[:-1], [*done, *made], made,
-            now, then.eager, self._tasks_sent(tasks, leased),
+        dispatch = self._left(
+            stored, then.claim, then.claim.history[:-1], [*done, *made], made, now, then.eager,
+            self._tasks_sent(tasks, leased),
         )  # fmt: skip
         dispatch.advanced = then.activation.outcome
         return dispatch

@@ -55,6 +55,14 @@ FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 WIDE_EVENTS = frozenset(
     {EventType.TIMER_SCHEDULED, EventType.CHILD_STARTED, EventType.SIGNAL_RECEIVED}
 )
+# Events that open an activity task, and those that record how one ended.
+OPENING = frozenset({EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED})
+CLOSING = frozenset(
+    {
+        EventType.ACTIVITY_COMPLETED, EventType.ACTIVITY_FAILED,
+        EventType.COMPENSATION_COMPLETED, EventType.COMPENSATION_FAILED,
+    }
+)  # fmt: skip
 # An activity task's columns that `_tasks` sets from the clock it is given.
 TASK_CLOCK_FIELDS = (
     "next_attempt_at", "schedule_deadline", "lease_expires_at", "attempt_deadline",
@@ -99,15 +107,6 @@ def _closed(events: list[Any]) -> bool:
         elif event.type in (EventType.TIMER_SCHEDULED, EventType.CHILD_STARTED):
             return False
     return not scheduled
-
-
-OPENING = frozenset({EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED})
-CLOSING = frozenset(
-    {
-        EventType.ACTIVITY_COMPLETED, EventType.ACTIVITY_FAILED,
-        EventType.COMPENSATION_COMPLETED, EventType.COMPENSATION_FAILED,
-    }
-)  # fmt: skip
 
 
 class RunJournal(OrmBase):
@@ -251,13 +250,9 @@ class RunJournal(OrmBase):
             self._end(run, activation.result, activation.error, now, dispatch, saved=True)
         elif run.status == RunStatus.CONTINUED:
             self._continue(run, to_event(made[-1]), now, dispatch)
-        if run.status in TERMINAL:
-            self._histories.pop(claim.run_id, None)
-            return dispatch
-        self._suspended(run, claim, known, appended, made, now, eager, dispatch)
-        return dispatch
+        return self._left(run, claim, known, appended, made, now, eager, dispatch)
 
-    def _suspended(
+    def _left(
         self,
         run: WorkflowRun,
         claim: RunClaim,
@@ -267,11 +262,15 @@ class RunJournal(OrmBase):
         now: dt.datetime,
         eager: Eager | None,
         dispatch: Dispatch,
-    ) -> None:
-        """What `_apply` leaves of a run still going: its history remembered and, for an
-        eager step, the run as this activation leaves it (the next speculation's basis).
-        (The basis first: outside a transaction `_remember` extends the cached history at
-        once, which may be ``known`` itself.)"""
+    ) -> Dispatch:
+        """What is kept once an activation is written: an ended run's history is forgotten;
+        a run still going has its history remembered and, for an eager step, ``dispatch``
+        gets the run as this activation leaves it (the next speculation's basis). (The
+        basis first: outside a transaction `_remember` extends the cached history at once,
+        which may be ``known`` itself.)"""
+        if run.status in TERMINAL:
+            self._histories.pop(claim.run_id, None)
+            return dispatch
         if eager is not None and run.status == RunStatus.SUSPENDED:
             consumed = {
                 (row.payload or {}).get("signal_id")
@@ -291,6 +290,7 @@ class RunJournal(OrmBase):
                 optimistic=True,
             )
         self._remember(claim.run_id, appended)
+        return dispatch
 
     def _settle(self, run: WorkflowRun, activation: Activation, now: Any) -> list[str]:
         """Set the run's fields as the activation leaves it: suspended or ended, its lease
@@ -351,8 +351,8 @@ class RunJournal(OrmBase):
         if written is None:
             raise StaleClaim(claim.run_id)
         stored, now = written
-        return self._stepped(stored, claim, activation, claim.history, rows, rows, now, eager,
-                             self._tasks_sent(tasks, leased))  # fmt: skip
+        dispatch = self._tasks_sent(tasks, leased)
+        return self._left(stored, claim, claim.history, rows, rows, now, eager, dispatch)
 
     def _announce(self, claim: RunClaim, activation: Activation) -> tuple[str, list[Any]] | None:
         """For a step that ends the run, the NOTIFY that announces it (`end_notice`'s), an
@@ -366,26 +366,6 @@ class RunJournal(OrmBase):
         chain = connections[self.using].ops.quote_name("chain_root_id")
         sql = f"pg_notify(%s, %s || COALESCE(step_run.{chain}::text, 'None') || %s) IS NULL"
         return sql, [RUN_ENDED, head, notice[len(head) + len(_CHAIN) :]]
-
-    def _stepped(
-        self,
-        run: WorkflowRun,
-        claim: RunClaim,
-        activation: Activation,
-        known: list[Event],
-        appended: list[WorkflowEvent],
-        made: list[WorkflowEvent],
-        now: dt.datetime,
-        eager: Eager | None,
-        dispatch: Dispatch,
-    ) -> Dispatch:
-        """What is left once a step's statement wrote it: forget an ended run's history,
-        or `_suspended` for one still going."""
-        if activation.outcome in FINAL:
-            self._histories.pop(claim.run_id, None)
-        else:
-            self._suspended(run, claim, known, appended, made, now, eager, dispatch)
-        return dispatch
 
     def _write_run(
         self, claim: RunClaim, activation: Activation, last_seq: int, revision: int, woken: bool
@@ -487,7 +467,7 @@ class RunJournal(OrmBase):
         to this worker at once (``eager``, on its queue), if any."""
         tasks: list[ActivityTask] = []
         for row in rows:
-            if row.type in (EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED):
+            if row.type in OPENING:
                 fields = task_fields(row.payload or {})
                 deadline = seconds_after(now, fields["schedule_to_close_timeout"])
                 tasks.append(
