@@ -643,10 +643,10 @@ class Statements:
         count = len(returned) + 1
         values = select.convert(row[:count], connection)
         clock: dt.datetime = values[-1]
-        for insert, keys in zip(keyed, row[count:], strict=False):
+        for insert, ids in zip(keyed, row[count:], strict=False):  # then the abort, announce
             pk = type(insert.instances[0])._meta.pk.attname
-            for instance, key in zip(insert.instances, keys, strict=True):
-                setattr(instance, pk, key)
+            for instance, value in zip(insert.instances, ids, strict=True):
+                setattr(instance, pk, value)
         offset = clock - STATEMENT_CLOCK
         for insert in inserts:
             for instance in insert.instances:
