@@ -25,9 +25,9 @@ from ..engine.journal import (
     timeout_error,
 )
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
-from .base import LEASED_TASK_FIELDS, WRITTEN_RUN_COLUMNS, activity_claim, to_event
-from .lean import STATEMENT_CLOCK, AttemptLost, Guarded, Insert, Pending
-from .runs import FINAL, TASK_CLOCK_FIELDS, RunJournal
+from .base import LEASED_TASK_FIELDS, activity_claim, to_event
+from .lean import AttemptLost, Guarded, Pending
+from .runs import FINAL, RunJournal
 
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
@@ -145,37 +145,19 @@ class ActivityJournal(RunJournal):
 
     def _finish_in_one(self, claim: ActivityClaim, result: Any, then: Speculation) -> Dispatch:
         """`_finish_folded` as one statement (see `_single`): the run's UPDATE, the
-        attempt's, the events and the tasks the activation schedules. The rows are built on
-        `STATEMENT_CLOCK`, which the statement replaces with its clock."""
-        last_seq = len(then.claim.history) - 1
-        update = self._run_write(then.claim, then.activation, last_seq, then.claim.revision, True)
-        run = update.instance
-        run.last_seq = last_seq  # the rows are numbered from here
-        done = self._rows(run, [self._result(claim, result)], STATEMENT_CLOCK)
-        made = self._rows(run, then.activation.events, then.claim.now)
-        tasks, leased = self._tasks(run, made, STATEMENT_CLOCK, then.eager)
-        inserts = [
-            Insert(done, shifted=("created_at",)),
-            Insert(made),
-            Insert(tasks, TASK_CLOCK_FIELDS, returning=True),
-        ]
+        attempt's, the result's and the activation's events and the tasks it schedules."""
         try:
-            written = self.sql.step(
-                update,
-                WRITTEN_RUN_COLUMNS,
+            dispatch = self._in_one(
+                then.claim,
+                then.activation,
+                then.eager,
+                self._result(claim, result),
                 self._attempt_write(claim, result),
-                inserts,
-                self._announce(then.claim, then.activation),
             )
         except AttemptLost as lost:
             raise attempt_lost(claim) from lost
-        if written is None:
+        if dispatch is None:
             raise _RunChanged(claim.run_id)
-        stored, now = written
-        dispatch = self._left(
-            stored, then.claim, then.claim.history[:-1], [*done, *made], made, now, then.eager,
-            self._tasks_sent(tasks, leased),
-        )  # fmt: skip
         dispatch.advanced = then.activation.outcome
         return dispatch
 

@@ -336,23 +336,45 @@ class RunJournal(OrmBase):
         self, claim: RunClaim, activation: Activation, eager: Eager | None
     ) -> Dispatch:
         """`commit_activation` of an optimistic claim in one statement (see `_single`)."""
-        last_seq = len(claim.history)
-        update = self._run_write(claim, activation, last_seq, claim.revision, False)
+        dispatch = self._in_one(claim, activation, eager)
+        if dispatch is None:
+            raise StaleClaim(claim.run_id)
+        return dispatch
+
+    def _in_one(
+        self,
+        claim: RunClaim,
+        activation: Activation,
+        eager: Eager | None,
+        woken_by: NewEvent | None = None,
+        attempt: Guarded[ActivityTask] | None = None,
+    ) -> Dispatch | None:
+        """Write ``activation`` in one statement (`Statements.step`): the run's row, its
+        events and the tasks it schedules, built on `STATEMENT_CLOCK`, which the statement
+        replaces with its clock. ``woken_by``: the event that woke the run (an activity's
+        result, the claim's history ending with it), written first; ``attempt``: the
+        guarded UPDATE of the attempt that result ends. None when the run changed (nothing
+        written); `AttemptLost` when the attempt did."""
+        known = claim.history[:-1] if woken_by is not None else claim.history
+        last_seq = len(known)
+        update = self._run_write(claim, activation, last_seq, claim.revision, woken_by is not None)
         run = update.instance
         run.last_seq = last_seq  # the rows are numbered from here
-        rows = self._rows(run, activation.events, claim.now)
-        tasks, leased = self._tasks(run, rows, STATEMENT_CLOCK, eager)
-        written = self.sql.step(
-            update,
-            WRITTEN_RUN_COLUMNS,
-            inserts=[Insert(rows), Insert(tasks, TASK_CLOCK_FIELDS, returning=True)],
-            announce=self._announce(claim, activation),
-        )
+        done = self._rows(run, [woken_by], STATEMENT_CLOCK) if woken_by is not None else []
+        made = self._rows(run, activation.events, claim.now)
+        tasks, leased = self._tasks(run, made, STATEMENT_CLOCK, eager)
+        inserts = [
+            Insert(done, shifted=("created_at",)),
+            Insert(made),
+            Insert(tasks, TASK_CLOCK_FIELDS, returning=True),
+        ]
+        announce = self._announce(claim, activation)
+        written = self.sql.step(update, WRITTEN_RUN_COLUMNS, attempt, inserts, announce)
         if written is None:
-            raise StaleClaim(claim.run_id)
+            return None
         stored, now = written
         dispatch = self._tasks_sent(tasks, leased)
-        return self._left(stored, claim, claim.history, rows, rows, now, eager, dispatch)
+        return self._left(stored, claim, known, [*done, *made], made, now, eager, dispatch)
 
     def _announce(self, claim: RunClaim, activation: Activation) -> tuple[str, list[Any]] | None:
         """For a step that ends the run, the NOTIFY that announces it (`end_notice`'s), an
