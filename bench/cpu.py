@@ -28,18 +28,22 @@ def _read(pid: int) -> tuple[str, float] | None:
 
 
 class CpuMeter:
-    """CPU seconds per group: the worker's pool processes, its main process, Postgres, the
-    broker, this process (which starts the runs and polls for their end), and the rest."""
+    """CPU seconds per group: the worker's pool processes, its main process, a peer's
+    process (``peer``: DBOS's, which runs its workflows itself), Postgres, the broker, this
+    process (which starts the runs and polls for their end), and the rest."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker | None = None, peer: int | None = None) -> None:
         self._worker = worker
+        self._peer = peer
         self._before = self._sample()
 
     def _group(self, pid: int, name: str, pool: set[int]) -> str:
-        if pid == self._worker.pid:
+        if self._worker is not None and pid == self._worker.pid:
             return "worker_main"
         if pid in pool:
             return "worker_pool"
+        if pid == self._peer:
+            return "peer"
         if pid == os.getpid():
             return "starter"
         if name.startswith("postgres"):
@@ -49,7 +53,7 @@ class CpuMeter:
         return "other"
 
     def _sample(self) -> dict[int, tuple[str, float]]:
-        pool = set(children(self._worker.pid))
+        pool = set(children(self._worker.pid)) if self._worker is not None else set()
         found: dict[int, tuple[str, float]] = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():

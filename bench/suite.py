@@ -240,6 +240,18 @@ def measure_dbos(report: Report, sizes: Sizes, settings_dict: dict[str, Any], lo
         f"dbos {found.version}, default settings, system database {settings_dict['NAME']}_dbos"
     )
     _throughput(report, "dbos", sizes, found.elapsed)
+    if found.cpu:
+        runs = sizes.runs * sizes.repeats
+        for group in ("peer", "postgres", "other"):
+            label = "process" if group == "peer" else group
+            report.figure(
+                f"cpu.dbos.{label}_ms_per_run", found.cpu.get(group, 0.0) * 1000 / runs, "ms"
+            )
+        report.figure("cpu.dbos.total_ms_per_run", sum(found.cpu.values()) * 1000 / runs, "ms")
+        # About 1 core: its one process (workflows on threads, one GIL) is what bounds it.
+        report.figure(
+            "cpu.dbos.process_cores", found.cpu.get("peer", 0.0) / sum(found.elapsed), "cores"
+        )
     _latency(report, "dbos", found.latencies)
     report.figure(
         "dbcost.dbos.pg_commits_per_step",

@@ -6,16 +6,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .. import db
+from ..cpu import CpuMeter
 
 REQUIREMENT = "dbos>=3.4"
 MINIMUM = (3, 4)
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+TIMEOUT_SECONDS = 1800
 WORKLOAD = Path(__file__).resolve().parent / "dbos_workload.py"
 
 
@@ -30,6 +33,7 @@ class DbosResult:
     latencies: list[list[float]]  # one list of single-run latencies per repeat
     workflows: int  # every workflow the process ran: warm-up, repeats and latency runs
     commits: int  # transactions committed in its system database over the whole process
+    cpu: dict[str, float]  # CPU seconds by process group over the throughput repeats
 
 
 def venv_dir() -> Path:
@@ -90,11 +94,11 @@ def run(
     before = db.xact_commit(settings_dict, name)
     argv = [str(python), str(WORKLOAD), url, str(runs), str(repeats), str(latency_runs)]
     with log.open("ab") as err:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, timeout=1800)
-    if done.returncode != 0:
+        returncode, output, cpu = _drive(argv, err)
+    if returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        raise RuntimeError(f"the DBOS workload failed (exit {done.returncode}):\n{tail}")
-    found = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        raise RuntimeError(f"the DBOS workload failed (exit {returncode}):\n{tail}")
+    found = json.loads(output)
     time.sleep(1.0)  # its sessions have ended; let their statistics reach pg_stat_database
     commits = db.xact_commit(settings_dict, name) - before
     warm_up = min(runs, 20)
@@ -104,4 +108,37 @@ def run(
         latencies=found["latencies"],
         workflows=warm_up + (runs + latency_runs) * repeats,
         commits=commits,
+        cpu=cpu,
     )
+
+
+def _drive(argv: list[str], err: IO[bytes]) -> tuple[int, str, dict[str, float]]:
+    """Run the workload; read every process's CPU time when its throughput repeats begin
+    and end (it waits for a line on stdin at each). Its exit status, its last line of
+    output, and the CPU seconds by group in between."""
+    process = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+    )
+    assert process.stdin is not None and process.stdout is not None
+    meter: CpuMeter | None = None
+    cpu: dict[str, float] = {}
+    last = ""
+    deadline = threading.Timer(TIMEOUT_SECONDS, process.kill)  # a hung workload is killed
+    deadline.start()
+    try:
+        for line in process.stdout:
+            last = line.strip() or last
+            if last in ("throughput begins", "throughput ends"):
+                if meter is None:
+                    meter = CpuMeter(peer=process.pid)
+                else:
+                    cpu = meter.spent()
+                process.stdin.write("\n")
+                process.stdin.flush()
+        returncode = process.wait()
+    finally:
+        deadline.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return returncode, last, cpu

@@ -3,7 +3,9 @@
 Usage: python dbos_workload.py SYSTEM_DATABASE_URL RUNS REPEATS LATENCY_RUNS
 Prints one JSON object: the seconds each repeat of RUNS workflows took (all started with
 `DBOS.start_workflow` from this process, then awaited) and, for each repeat, the latencies
-of LATENCY_RUNS single runs one after another.
+of LATENCY_RUNS single runs one after another. Around the throughput repeats it prints
+`throughput begins` and `throughput ends`, each time waiting for a line on stdin, so that
+the caller can read every process's CPU time at both moments.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from importlib.metadata import version
 from typing import Any
 
 from dbos import DBOS, DBOSConfig
+
+
+def _mark(moment: str) -> None:
+    """Tell the caller where the workload is, and wait until it has taken its reading."""
+    print(moment, flush=True)
+    sys.stdin.readline()
 
 
 def main(url: str, runs: int, repeats: int, latency_runs: int) -> dict[str, Any]:
@@ -41,12 +49,14 @@ def main(url: str, runs: int, repeats: int, latency_runs: int) -> dict[str, Any]
         for handle in [DBOS.start_workflow(three_steps, i) for i in range(min(runs, 20))]:
             handle.get_result()  # warm-up: connections, caches
         elapsed = []
+        _mark("throughput begins")
         for _ in range(repeats):
             started = time.perf_counter()
             handles = [DBOS.start_workflow(three_steps, i) for i in range(runs)]
             for handle in handles:
                 handle.get_result()
             elapsed.append(time.perf_counter() - started)
+        _mark("throughput ends")
         latencies: list[list[float]] = []
         for _ in range(repeats):
             latencies.append([])
