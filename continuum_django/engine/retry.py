@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .exceptions import NonRetryableError
@@ -58,7 +58,8 @@ class RetryPolicy:
         return not any(name in (error_type, short) for name in self.non_retryable_errors)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Not `asdict`: it deep-copies every value, and these are numbers and strings.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["non_retryable_errors"] = list(self.non_retryable_errors)
         return data
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import cached_property
 from typing import Any
 
 from django.db import connections
@@ -222,7 +223,6 @@ class ActivityJournal(RunJournal):
 
     def _attempt_write(self, claim: ActivityClaim, result: Any) -> Guarded[ActivityTask]:
         """The UPDATE that records the attempt's result, guarded by its lease."""
-        quote = connections[self.using].ops.quote_name
         task = self.sql.partial(
             ActivityTask,
             id=claim.task_id,
@@ -231,16 +231,21 @@ class ActivityJournal(RunJournal):
             lease_owner="",
             lease_expires_at=None,
         )
-        guard = (
-            f"{quote('status')} = %s AND {quote('lease_token')} = %s"
-            f" AND {quote('lease_expires_at')} > {{now}}"
-            f" AND ({quote('attempt_deadline')} IS NULL OR {quote('attempt_deadline')} > {{now}})"
-        )
         return Guarded(
             task,
             ["status", "result", "lease_owner", "lease_expires_at", "updated_at"],
-            guard,
+            self._attempt_guard,
             [("status", TaskStatus.RUNNING), ("lease_token", claim.token)],
+        )
+
+    @cached_property
+    def _attempt_guard(self) -> str:
+        """`_attempt_write`'s guard: the attempt still holds the task's lease, in time."""
+        quote = connections[self.using].ops.quote_name
+        return (
+            f"{quote('status')} = %s AND {quote('lease_token')} = %s"
+            f" AND {quote('lease_expires_at')} > {{now}}"
+            f" AND ({quote('attempt_deadline')} IS NULL OR {quote('attempt_deadline')} > {{now}})"
         )
 
     def _end_attempt(

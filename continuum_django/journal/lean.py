@@ -526,8 +526,9 @@ class Statements:
         of ``guard_params``, each prepared as the named column stores it (``{now}`` in it
         is the database's clock, as is a field's value ``Now()``).
         """
-        sql, params, _ = self._update(instance, attnames, guard, guard_params, ())
-        with self._using_cursor() as cursor:
+        connection = self.connection
+        sql, params, _ = self._update(instance, attnames, guard, guard_params, (), connection)
+        with self._using_cursor(connection) as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
 
@@ -545,8 +546,10 @@ class Statements:
         model = type(instance)
         wanted = set(returning)  # in the model's column order, as `Model.from_db` takes them
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
-        sql, params, select = self._update(instance, attnames, guard, guard_params, returned)
         connection = self.connection
+        sql, params, select = self._update(
+            instance, attnames, guard, guard_params, returned, connection
+        )
         cursor = self._send(connection, sql, params)
         return Pending(cursor, model, self.using, returned, select, connection, self._release)
 
@@ -585,11 +588,12 @@ class Statements:
         once, and Postgres runs no BEGIN or COMMIT of its own (about a third less CPU for
         both, measured with psycopg on the journal's tables; docs/performance.md).
         """
+        connection = self.connection  # looked up once: Django's lookup is not free
         model = type(run.instance)
         wanted = set(returning)
         returned = [f.attname for f in model._meta.concrete_fields if f.attname in wanted]
         run_sql, params, select = self._update(
-            run.instance, run.attnames, run.guard, run.guard_params, returned
+            run.instance, run.attnames, run.guard, run.guard_params, returned, connection
         )
         parts: list[str] = [run_sql]
         gate = "step_run"
@@ -600,6 +604,7 @@ class Statements:
                 f"({attempt.guard}) AND EXISTS (SELECT 1 FROM step_run)",
                 attempt.guard_params,
                 (),
+                connection,
             )
             parts.append(attempt_sql)
             params += attempt_params
@@ -607,7 +612,9 @@ class Statements:
         keyed: list[Insert] = []
         keys: list[str] = []
         for index, insert in enumerate(insert for insert in inserts if insert.instances):
-            sql, insert_params, key = self._insert_select(insert, f"step_insert{index}", gate)
+            sql, insert_params, key = self._insert_select(
+                insert, f"step_insert{index}", gate, connection
+            )
             parts.append(sql)
             params += insert_params
             keys.append(key)
@@ -621,7 +628,6 @@ class Statements:
         if statements is None:
             sql = self._compose(parts, attempt is not None, keys, announce is not None)
             statements = self._cache[cached] = (sql, self._numbered(sql))
-        connection = self.connection
         connection.ensure_connection()
         # Where Django logs queries it renders them from ``%s``: the usual cursor then.
         logged = connection.queries_logged
@@ -702,7 +708,9 @@ class Statements:
             local.step_cursor = connection.make_cursor(raw)  # type: ignore[arg-type]
         return local.step_cursor
 
-    def _insert_select(self, insert: Insert, name: str, gate: str) -> tuple[str, list[Any], str]:
+    def _insert_select(
+        self, insert: Insert, name: str, gate: str, connection: BaseDatabaseWrapper
+    ) -> tuple[str, list[Any], str]:
         """`step`'s CTE ``name`` that inserts ``insert``'s rows if ``gate`` has a row, its
         parameters, and the key column it returns ("" for none). The values are cast to
         their columns' types: a VALUES list in a SELECT has no target to take them from."""
@@ -711,7 +719,6 @@ class Statements:
         meta = model._meta
         auto_pk = meta.pk if meta.auto_field is meta.pk else None
         returning = insert.returning and auto_pk is not None
-        connection = self.connection
         key = ("insert-select", model, len(instances), insert.shifted, returning, name, gate)
         compiled = self._cache.get(key)
         if compiled is None:
@@ -737,7 +744,7 @@ class Statements:
                 sql += f" RETURNING {column}"
             compiled = self._cache[key] = (sql + ")", column)
         sql, column = compiled
-        return sql, self._values(instances, ()), column
+        return sql, self._values(instances, (), connection), column
 
     def _update(
         self,
@@ -746,6 +753,7 @@ class Statements:
         guard: str,
         guard_params: Sequence[tuple[str, Any]],
         returned: Sequence[str],
+        connection: BaseDatabaseWrapper,
     ) -> tuple[str, list[Any], _Select]:
         """The UPDATE (with ``RETURNING`` the ``returned`` columns and the clock, if any),
         its parameters, and how to convert the row it returns."""
@@ -755,7 +763,7 @@ class Statements:
         key = ("update", model, tuple(attnames), guard, on_clock, tuple(returned))
         compiled = self._cache.get(key)
         if compiled is None:
-            quote = self.connection.ops.quote_name
+            quote = connection.ops.quote_name
             table = model._meta.db_table
             now_sql = self._now(model)[0]
             fields = [self._concrete(model, name) for name in attnames]
@@ -781,7 +789,6 @@ class Statements:
             writes = [field for field in fields if field.attname not in on_clock]
             compiled = self._cache[key] = (sql, writes, _Select(sql, columns))
         sql, writes, select = compiled
-        connection = self.connection
         loaded = instance.__dict__
         for field in writes:
             if field.attname not in loaded and type(field).pre_save is Field.pre_save:
@@ -883,12 +890,16 @@ class Statements:
             if returning and auto_pk is not None:
                 sql += f" RETURNING {quote(_name(auto_pk))}"
             compiled = self._cache[key] = sql
-        return compiled, self._values(instances, on_clock)
+        return compiled, self._values(instances, on_clock, connection)
 
-    def _values(self, instances: Sequence[Model], on_clock: tuple[str, ...]) -> list[Any]:
+    def _values(
+        self,
+        instances: Sequence[Model],
+        on_clock: tuple[str, ...],
+        connection: BaseDatabaseWrapper,
+    ) -> list[Any]:
         """The parameters of an INSERT of ``instances``: each column but an auto key and
         those ``on_clock``, row after row, prepared as the ORM prepares them."""
-        connection = self.connection
         params = []
         for instance in instances:
             for field, computed in _writes(type(instance), on_clock):

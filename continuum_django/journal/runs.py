@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from functools import cached_property
 from typing import Any
 
 from django.db import IntegrityError, connections
@@ -421,16 +422,20 @@ class RunJournal(OrmBase):
             WorkflowRun, id=claim.run_id, revision=revision + woken, last_seq=last_seq + appended
         )
         fields = self._settle(run, activation, Now())
+        params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
+        params += [("status", status) for status in TERMINAL]
+        return Guarded(run, fields, self._run_guard, params)
+
+    @cached_property
+    def _run_guard(self) -> str:
+        """`_run_write`'s guard: the run is as the activation found it, live and unleased."""
         quote = connections[self.using].ops.quote_name
         live = ", ".join(["%s"] * len(TERMINAL))
-        guard = (
+        return (
             f"{quote('revision')} = %s AND {quote('last_seq')} = %s"
             f" AND {quote('park_reason')} = %s AND {quote('status')} NOT IN ({live})"
             f" AND ({quote('lease_expires_at')} IS NULL OR {quote('lease_expires_at')} <= {{now}})"
         )
-        params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
-        params += [("status", status) for status in TERMINAL]
-        return Guarded(run, fields, guard, params)
 
     @staticmethod
     def _written(
