@@ -22,7 +22,7 @@ from tests.celery_app import app as _celery_app
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-TIERS = ("engine", "contract", "django", "e2e")
+TIERS = ("engine", "contract", "django", "e2e", "bench")
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 200

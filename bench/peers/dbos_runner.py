@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -115,30 +116,31 @@ def run(
 def _drive(argv: list[str], err: IO[bytes]) -> tuple[int, str, dict[str, float]]:
     """Run the workload; read every process's CPU time when its throughput repeats begin
     and end (it waits for a line on stdin at each). Its exit status, its last line of
-    output, and the CPU seconds by group in between."""
-    process = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
-    )
-    assert process.stdin is not None and process.stdout is not None
+    output, and the CPU seconds by group in between (none if it never got that far)."""
     meter: CpuMeter | None = None
     cpu: dict[str, float] = {}
     last = ""
-    deadline = threading.Timer(TIMEOUT_SECONDS, process.kill)  # a hung workload is killed
-    deadline.start()
-    try:
-        for line in process.stdout:
-            last = line.strip() or last
-            if last in ("throughput begins", "throughput ends"):
-                if meter is None:
-                    meter = CpuMeter(peer=process.pid)
-                else:
-                    cpu = meter.spent()
-                process.stdin.write("\n")
-                process.stdin.flush()
-        returncode = process.wait()
-    finally:
-        deadline.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return returncode, last, cpu
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        deadline = threading.Timer(TIMEOUT_SECONDS, process.kill)  # a hung workload is killed
+        deadline.start()
+        try:
+            for line in process.stdout:
+                last = line.strip() or last
+                if last in ("throughput begins", "throughput ends"):
+                    if meter is None:
+                        meter = CpuMeter(peer=process.pid)
+                    else:
+                        cpu = meter.spent()
+                    with suppress(BrokenPipeError):  # it died: its exit status tells
+                        process.stdin.write("\n")
+                        process.stdin.flush()
+        finally:
+            deadline.cancel()
+            if process.poll() is None:
+                process.kill()
+            with suppress(BrokenPipeError):
+                process.stdin.close()
+        return process.wait(), last, cpu
