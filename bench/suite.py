@@ -271,6 +271,12 @@ def ratios(report: Report) -> None:
             f"steps_per_s.continuum_vs_raw_{limit}", tp.format("continuum"), f"raw.{limit}.tx_per_s"
         )
         report.ratio(f"steps_per_s.dbos_vs_raw_{limit}", tp.format("dbos"), f"raw.{limit}.tx_per_s")
+    for peer in ("celery_chain", "dbos"):
+        report.ratio(
+            f"cpu_per_run.continuum_vs_{peer}",
+            "cpu.continuum.total_ms_per_run",
+            f"cpu.{peer}.total_ms_per_run",
+        )
     report.ratio(
         "history.long_vs_short_ms_per_step",
         "history.continuum.long.ms_per_step",
