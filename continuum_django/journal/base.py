@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
+from functools import cached_property
 from typing import NamedTuple
 
 from django.db import connections, transaction
@@ -149,7 +150,7 @@ class OrmBase:
         """
         exists = None
         if flags:
-            exists = {"unread": self._unread_sql(), "due_timers": self._due_timers_sql()}
+            exists = {"unread": self._unread_sql, "due_timers": self._due_timers_sql}
         locked = self.sql.lock(
             WorkflowRun,
             run_id,
@@ -163,6 +164,7 @@ class OrmBase:
         run.db_now = now  # type: ignore[attr-defined]
         return run, now
 
+    @cached_property
     def _unread_sql(self) -> str:
         quote = connections[self.using].ops.quote_name
         return (
@@ -170,6 +172,7 @@ class OrmBase:
             f"{{table}}.{quote('id')} AND s.{quote('consumed_by_id')} IS NULL"
         )
 
+    @cached_property
     def _due_timers_sql(self) -> str:
         quote = connections[self.using].ops.quote_name
         return (
