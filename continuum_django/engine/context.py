@@ -226,6 +226,7 @@ class WorkflowContext:
         self._attributes_changed = False
         self._cancel_delivered = False
         self._compensations: list[_Compensation] = []
+        self._patches: dict[str, bool] = {}  # each patch id's first answer in this run
         self._depth = int(started.get("depth", 0))
         self._namespace = started.get("namespace", "default")
         self.suspended_at: str | None = None
@@ -428,6 +429,7 @@ class WorkflowContext:
     def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
         """End this run as `continued` and start its successor with these arguments."""
         self._alive()
+        self._deliver_cancel(None)  # a run asked to stop does not start its successor
         what = f"input of the successor of {self.workflow_name!r}"
         limit = self._config.max_payload_bytes
         raise ContinueAsNew(
@@ -441,17 +443,26 @@ class WorkflowContext:
         """Whether this run takes the code path added by the patch ``patch_id``.
 
         New runs journal a marker and take it; runs whose history predates the patch
-        (they recorded another command here) take the old path, without drift.
+        (they recorded another command here) take the old path, without drift. The first
+        answer holds for the rest of the run (a loop asks again past its recorded history):
+        only the first ask of a patch id journals its marker.
         """
         self._alive()
         command_id = f"{self._position}:patch:{patch_id}"
         recorded = self._recorded.get(self._position)
-        if recorded is not None and recorded.command_id != command_id:
-            return False
-        self._advance_position()
-        if recorded is None:
+        if recorded is not None and recorded.command_id == command_id:
+            self._advance_position()  # the history took the new path here: it is the truth
+            self._patches.setdefault(patch_id, True)
+            return True
+        decided = self._patches.get(patch_id)
+        if decided is not None:
+            return decided
+        decided = recorded is None
+        if decided:
+            self._advance_position()
             self._emit(EventType.PATCH_MARKER, command_id, {"patch": patch_id})
-        return True
+        self._patches[patch_id] = decided
+        return decided
 
     # -- timers and signals --------------------------------------------------
 
@@ -590,6 +601,8 @@ class WorkflowContext:
     def _command(self, kind: str, name: str) -> tuple[str, Event | None]:
         if self.suspended_at is not None:
             self._alive()
+        if self._cancel is not None and not self._cancel_delivered:
+            self._cancel_before(f"{self._position}:{kind}:{name}")
         command_id, recorded = self._peek(kind, name)
         if recorded is not None:
             self._matched += 1
@@ -611,6 +624,20 @@ class WorkflowContext:
         if outcome_seq is None or outcome_seq > cancel.seq:
             self._cancel_delivered = True
             raise CancellationRequested((cancel.payload or {}).get("reason", ""))
+
+    def _cancel_before(self, command_id: str) -> None:
+        """A pending cancel is delivered before any new command is journaled: nothing is
+        scheduled after ``cancel_requested`` but the cleanup the code runs in response.
+
+        On replay the same point is found again: the code issues a command the history
+        does not hold yet, or one whose place the cleanup took (recorded after the cancel).
+        """
+        recorded = self._recorded.get(self._position)
+        assert self._cancel is not None
+        if recorded is None or (
+            recorded.command_id != command_id and recorded.seq > self._cancel.seq
+        ):
+            self._deliver_cancel(None)
 
     def _wait(self, command_id: str) -> Event:
         if self.suspended_at is not None:

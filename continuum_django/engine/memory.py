@@ -389,13 +389,9 @@ class MemoryJournal:
         for signal in self.signals.values():
             if signal.run_id == run.id and signal.consumed_seq is None:
                 signal.run_id = successor.id
-        if run.cancel_requested:
-            reason = next(
-                (e.payload or {}).get("reason", "")
-                for e in run.events
-                if e.type == EventType.CANCEL_REQUESTED
-            )
-            self._cancel(successor, reason, False, now, dispatch)
+        for child in self._children(run):  # they belong to the chain (see the ORM journal)
+            child.parent_run_id, child.parent_command_id = successor.id, ""
+            child.revision += 1
 
     def _apply(
         self,

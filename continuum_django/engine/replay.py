@@ -137,8 +137,14 @@ def advance(
             f"recorded command {first.command_id!r} ({first.type} at seq {first.seq})",
             drift_command=_unreached(first),
         )
-    if outcome in (Outcome.COMPLETED, Outcome.CONTINUED) and ctx.cancel_delivered:
-        outcome = Outcome.CANCELLED
+    cleanup_error = None
+    if index.cancel is not None and outcome != Outcome.SUSPENDED:
+        # A run asked to stop ends cancelled, whatever its code did after the request:
+        # returned, continued, or raised (in its cleanup or before it reached one). What it
+        # raised is kept with the end (`run_cancelled`'s ``cleanup_error``, the run's error).
+        if outcome == Outcome.FAILED:
+            cleanup_error = error
+        outcome, value, error = Outcome.CANCELLED, None, cleanup_error
     if outcome == Outcome.COMPLETED:
         try:
             value = codec.encode(value, what="workflow result", max_bytes=config.max_payload_bytes)
@@ -158,15 +164,11 @@ def advance(
                 )
             )
         elif outcome == Outcome.CANCELLED:
-            reason = next(
-                (
-                    (e.payload or {}).get("reason", "")
-                    for e in history
-                    if e.type == EventType.CANCEL_REQUESTED
-                ),
-                "",
-            )
-            events.append(NewEvent(type=EventType.RUN_CANCELLED, payload={"reason": reason}))
+            reason = ((index.cancel.payload if index.cancel else None) or {}).get("reason", "")
+            payload = {"reason": reason}
+            if cleanup_error is not None:
+                payload["cleanup_error"] = cleanup_error
+            events.append(NewEvent(type=EventType.RUN_CANCELLED, payload=payload))
     return Activation(
         outcome=outcome,
         events=events,

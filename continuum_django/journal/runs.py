@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from django.db import IntegrityError, connections
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from ..engine.events import Event, EventType, NewEvent
@@ -575,10 +575,14 @@ class RunJournal(OrmBase):
         Signal.objects.using(self.using).filter(run=run, consumed_by__isnull=True).update(
             run=successor
         )
-        if run.cancel_requested:
-            cancel = run.events.filter(type=EventType.CANCEL_REQUESTED).first()
-            reason = ((cancel.payload if cancel else None) or {}).get("reason", "")
-            self._cancel(successor, reason, False, now, dispatch)
+        # Children still running belong to the chain: the successor cancels them and hears
+        # their end, as an event of no command of its own (its command ids start afresh).
+        # Their revision moves, so an end written against the old parent is redone.
+        # (No cancel is pending here: replay ends a run asked to stop as cancelled, and a
+        # cancel that came after the replay read the run made its write stale.)
+        self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL).update(
+            parent_run_id=successor.id, parent_command_id="", revision=F("revision") + 1
+        )
 
     def _started(self, run: WorkflowRun) -> dict[str, Any]:
         first = WorkflowEvent.objects.using(self.using).filter(run=run, seq=1).first()

@@ -369,3 +369,6 @@ if VARIANT == "3":
     @workflow(name="tests.admin_versioned", version=2)
     def admin_versioned_v2(ctx: Any) -> str:
         return "v2"
+
+
+from . import reliability  # noqa: E402, F401

@@ -1,0 +1,106 @@
+"""Workflows of the reliability regressions: cancels meeting continue_as_new, late cancels,
+cleanups that raise, children left by an earlier incarnation, patches in loops, poison values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from continuum_django import CancellationRequested, activity, workflow
+
+
+@activity
+def record(step: str) -> str:
+    return step
+
+
+@activity
+def unjournalable() -> Any:
+    return {"bytes": object()}  # cannot be journaled: a poison result
+
+
+@workflow(name="tests.ticker")
+def ticker(ctx: Any, tick: int) -> int:
+    """A sleep -> continue_as_new loop."""
+    ctx.sleep(60)
+    if tick >= 100:
+        return tick
+    ctx.continue_as_new(tick + 1)
+
+
+@workflow(name="tests.two_steps")
+def two_steps(ctx: Any) -> list[str]:
+    """Schedules an activity in each of two activations."""
+    first = ctx.activity(record, "first")
+    return [first, ctx.activity(record, "second")]
+
+
+@workflow(name="tests.sleep_then_timer")
+def sleep_then_timer(ctx: Any) -> str:
+    ctx.activity(record, "before")
+    ctx.sleep(3600)
+    return "slept"
+
+
+@workflow(name="tests.never_waits_again")
+def never_waits_again(ctx: Any) -> str:
+    """After its one activity, computes and returns: no further wait or command."""
+    value = ctx.activity(record, "only")
+    return f"done {value}"
+
+
+@workflow(name="tests.cleanup_raises")
+def cleanup_raises(ctx: Any) -> str:
+    try:
+        ctx.sleep(3600)
+    except CancellationRequested:
+        raise RuntimeError("cleanup went wrong") from None
+    return "slept"
+
+
+@workflow(name="tests.cleanup_runs")
+def cleanup_runs(ctx: Any) -> str:
+    try:
+        ctx.sleep(3600)
+    except CancellationRequested:
+        ctx.activity(record, "cleanup")
+        return "cleaned"
+    return "slept"
+
+
+@workflow(name="tests.sleepy_child")
+def sleepy_child(ctx: Any) -> str:
+    ctx.sleep(3600)
+    return "child done"
+
+
+@workflow(name="tests.parent_continues")
+def parent_continues(ctx: Any, round: int) -> str:
+    """Starts a child in round 1 and continues as new without waiting for it."""
+    if round == 1:
+        ctx.start_child(sleepy_child)
+        ctx.continue_as_new(2)
+    return ctx.wait_signal("finish")
+
+
+@workflow(name="tests.patched_loop")
+def patched_loop(ctx: Any, rounds: int) -> list[str]:
+    """Asks the same patch once per round; a run must keep its first answer."""
+    taken = []
+    for _ in range(rounds):
+        if ctx.patched("new-step"):
+            taken.append(ctx.activity(record, "new"))
+        else:
+            taken.append(ctx.activity(record, "old"))
+        ctx.wait_signal("next")
+    return taken
+
+
+@workflow(name="tests.poison_activity")
+def poison_activity(ctx: Any) -> Any:
+    return ctx.activity(unjournalable)
+
+
+@workflow(name="tests.poison_result")
+def poison_result(ctx: Any) -> Any:
+    ctx.activity(record, "x")
+    return {"value": "bad\x00byte"}
