@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 30.0,
     "SWEEP_INTERVAL": 1.0,
     "REDISPATCH_AFTER": 10.0,
+    "QUARANTINE_AFTER": 5,
     "DEFAULT_QUEUE": "continuum",
     "DEFAULT_RETRY": {
         "max_attempts": 3,

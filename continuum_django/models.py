@@ -28,6 +28,7 @@ class ParkReason(models.TextChoices):
     NONE = "", "not parked"
     DRIFT = "drift", "replay drift"
     UNKNOWN_VERSION = "unknown_version", "unknown version"
+    ERROR = "error", "failing advances (quarantined)"
 
 
 class WorkflowRunQuerySet(models.QuerySet["WorkflowRun"]):
@@ -73,6 +74,9 @@ class WorkflowRun(models.Model):
     chain_root_id = models.UUIDField(null=True, blank=True, db_index=True)
     last_seq = models.PositiveIntegerField(default=0)
     revision = models.BigIntegerField(default=0)
+    # Unexpected errors in a row at `failure_revision` (quarantine: see `ParkReason.ERROR`).
+    failure_count = models.PositiveIntegerField(default=0)
+    failure_revision = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -64,6 +64,7 @@ def runtime() -> Runtime:
         lease_seconds=float(conf.LEASE_SECONDS),
         config=conf.engine_config(),
         redispatch_after=float(conf.REDISPATCH_AFTER),
+        quarantine_after=int(conf.QUARANTINE_AFTER),
     )
 
 

@@ -25,6 +25,7 @@ class StaleClaim(Exception):
 class ParkReason:
     DRIFT = "drift"
     UNKNOWN_VERSION = "unknown_version"
+    ERROR = "error"  # advances kept failing with an unexpected error (quarantine)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +225,14 @@ def successor_run(
     )
 
 
+def quarantine_detail(error: dict[str, Any], count: int, revision: int) -> str:
+    """The park detail of a run parked after ``count`` failures in a row."""
+    return (
+        f"{count} advances in a row failed at revision {revision} with an unexpected error; "
+        f"the last: {error.get('type')}: {error.get('message')}\n{error.get('traceback', '')}"
+    ).rstrip()
+
+
 def child_outcome(run_id: str, status: str, result: Any, error: Any) -> tuple[str, dict[str, Any]]:
     """The event type and payload that tell a parent how its child ended."""
     if status == RunStatus.COMPLETED:
@@ -272,6 +281,14 @@ class Journal(Protocol):
 
     def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
         """Leave the run suspended with a park reason, and release the lease."""
+        ...
+
+    def record_failure(self, run_id: str, error: Exception, limit: int) -> bool:
+        """Count an unexpected error of an advance or completion of a live, unparked run:
+        the count restarts whenever the run's revision moved since the last one (it made
+        progress). At ``limit`` the run is parked as `ParkReason.ERROR` with the error and
+        its traceback, its lease released. Returns whether it parked the run. Errors that
+        say the database itself is unreachable are not counted."""
         ...
 
     def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:

@@ -32,6 +32,7 @@ from .journal import (
     lease_task,
     on_versions,
     outcome_type,
+    quarantine_detail,
     seconds_after,
     successor_run,
     task_fields,
@@ -39,6 +40,7 @@ from .journal import (
     timeout_error,
 )
 from .replay import Activation, Outcome
+from .retry import error_payload
 
 
 @dataclass
@@ -63,6 +65,8 @@ class MemoryRun:
     cancel_requested: bool = False
     last_seq: int = 0
     revision: int = 0
+    failure_count: int = 0
+    failure_revision: int = 0
     depth: int = 0
     parent_run_id: str | None = None
     parent_command_id: str = ""
@@ -442,6 +446,23 @@ class MemoryJournal:
             run.park_detail = detail
             run.lease_owner = ""
             run.lease_expires_at = None
+
+    def record_failure(self, run_id: str, error: Exception, limit: int) -> bool:
+        with self._lock:
+            run = self.runs.get(run_id)
+            if run is None or run.status in RunStatus.TERMINAL or run.park_reason:
+                return False
+            if run.failure_revision == run.revision:
+                run.failure_count += 1
+            else:
+                run.failure_count, run.failure_revision = 1, run.revision
+            if run.failure_count < limit:
+                return False
+            detail = quarantine_detail(error_payload(error), run.failure_count, run.revision)
+            run.status = RunStatus.SUSPENDED
+            run.park_reason, run.park_detail = ParkReason.ERROR, detail
+            run.lease_owner, run.lease_expires_at = "", None
+            return True
 
     def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
         with self._lock:

@@ -151,6 +151,8 @@ class Runtime:
     config: EngineConfig = field(default_factory=EngineConfig)
     registry: Registry = field(default_factory=lambda: default_registry)
     redispatch_after: float = 10.0
+    # Unexpected errors in a row (at one revision of a run) before the run is parked.
+    quarantine_after: int = 5
     sweep_limit: int = 500
     rng: random.Random = field(default_factory=random.Random)
 
@@ -174,6 +176,18 @@ class Runtime:
 
     def advance_run(self, run_id: str, started: dict[str, Any] | None = None) -> str:
         """Replay the run and journal what the code decided. Returns the outcome.
+
+        An unexpected error is counted against the run before it propagates: after
+        ``quarantine_after`` in a row the run is parked (see `_failed`).
+        """
+        try:
+            return self._advance_run(run_id, started)
+        except Exception as exc:
+            self._failed(run_id, exc)
+            raise
+
+    def _advance_run(self, run_id: str, started: dict[str, Any] | None) -> str:
+        """`advance_run`'s work.
 
         First optimistically, from the run as it stands (no lease, one transaction); when
         the journal offers no snapshot or the run changed meanwhile, under a lease.
@@ -225,10 +239,31 @@ class Runtime:
         if claim is None:
             return "skipped"
         until = self.monotonic() + self.eager_seconds
-        outcome, step = self._complete(claim, None, self.eager_steps)
-        if step is not None:
-            self._chain(step, self.eager_steps - 1, until)
+        try:
+            outcome, step = self._complete(claim, None, self.eager_steps)
+            if step is not None:
+                self._chain(step, self.eager_steps - 1, until)
+        except Exception as exc:
+            self._failed(claim.run_id, exc)
+            raise
         return outcome
+
+    def _failed(self, run_id: str, exc: Exception) -> None:
+        """Count an unexpected error against the run; park it (`ParkReason.ERROR`) once
+        ``quarantine_after`` advances or completions in a row failed, so that a poison run
+        waits for an operator instead of looping through the sweep."""
+        try:
+            parked = self.journal.record_failure(run_id, exc, self.quarantine_after)
+        except Exception:
+            logger.exception("could not record the failure of run %s", run_id)
+            return
+        if parked:
+            logger.error(
+                "run %s parked after %d failures in a row; the last: %r",
+                run_id,
+                self.quarantine_after,
+                exc,
+            )
 
     def _eager(self, allowed: bool) -> Eager | None:
         if not allowed:
@@ -395,6 +430,9 @@ class Runtime:
             if definition.wants_context:
                 kwargs["activity_context"] = context
             value = definition.fn(*args, **kwargs)
+        except Exception as exc:
+            return _Ended(error=error_payload(exc))
+        try:
             return _Ended(
                 result=codec.encode(
                     value,
@@ -403,7 +441,9 @@ class Runtime:
                 )
             )
         except Exception as exc:
-            return _Ended(error=error_payload(exc))
+            # Running the body again would only make the same value, its effects repeated:
+            # a result that cannot be journaled fails the activity once, for good.
+            return _Ended(error=error_payload(exc) | {"non_retryable": True})
 
     def _finish(
         self,

@@ -8,7 +8,7 @@ import uuid
 from functools import cached_property
 from typing import Any
 
-from django.db import IntegrityError, connections
+from django.db import IntegrityError, InterfaceError, OperationalError, connections
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
@@ -26,12 +26,14 @@ from ..engine.journal import (
     child_outcome,
     child_run,
     lease_task,
+    quarantine_detail,
     seconds_after,
     successor_run,
     task_fields,
     task_kind,
 )
 from ..engine.replay import Activation, Outcome
+from ..engine.retry import error_payload
 from ..models import (
     TERMINAL,
     ActivityTask,
@@ -624,6 +626,29 @@ class RunJournal(OrmBase):
             run.lease_owner = ""
             run.lease_expires_at = None
             self.sql.update(run, ["status", "park_reason", "park_detail", *LEASE_FIELDS])
+
+    def record_failure(self, run_id: str, error: Exception, limit: int) -> bool:
+        if isinstance(error, OperationalError | InterfaceError):
+            return False  # the database is away or busy: no fault of the run's
+        with self._atomic():
+            run = self._runs().select_for_update().filter(pk=run_id).first()
+            if run is None or run.status in TERMINAL or run.park_reason:
+                return False
+            if run.failure_revision == run.revision:
+                run.failure_count += 1
+            else:
+                run.failure_count, run.failure_revision = 1, run.revision
+            fields = ["failure_count", "failure_revision"]
+            parked = run.failure_count >= limit
+            if parked:
+                payload = error_payload(error)
+                run.status = RunStatus.SUSPENDED
+                run.park_reason = ParkReason.ERROR
+                run.park_detail = quarantine_detail(payload, run.failure_count, run.revision)
+                run.lease_owner, run.lease_expires_at = "", None
+                fields += ["status", "park_reason", "park_detail", *LEASE_FIELDS]
+            run.save(update_fields=[*fields, "updated_at"])
+            return parked
 
     def release_parked(self, keys: VersionKeys | None, note: str) -> Dispatch:
         dispatch = Dispatch()

@@ -104,3 +104,17 @@ def poison_activity(ctx: Any) -> Any:
 def poison_result(ctx: Any) -> Any:
     ctx.activity(record, "x")
     return {"value": "bad\x00byte"}
+
+
+DRAWS: list[int] = []
+
+
+def _draw() -> int:
+    DRAWS.append(len(DRAWS) + 1)
+    return DRAWS[-1]
+
+
+@workflow(name="tests.side_effect_once")
+def side_effect_once(ctx: Any) -> str:
+    value = ctx.side_effect(_draw)
+    return ctx.activity(record, f"drew {value}")
