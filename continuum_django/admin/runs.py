@@ -28,6 +28,7 @@ class ParkedFilter(admin.SimpleListFilter):
         return [
             (ParkReason.DRIFT, "on replay drift"),
             (ParkReason.UNKNOWN_VERSION, "on unknown version"),
+            (ParkReason.ERROR, "on repeated errors"),
             ("any", "parked, any reason"),
             ("no", "not parked"),
         ]
