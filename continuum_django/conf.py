@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "DETERMINISM_LINT": "warn",
     "DATABASE": "default",
     "BEAT": True,
+    "SWEEP_IN_WORKERS": True,
     "PIPELINE": True,
 }
 

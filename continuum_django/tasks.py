@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from .sweeper import sweep_exclusively
 from .worker import runtime
 
 
@@ -25,5 +26,6 @@ def execute_activity(task_id: int) -> str:
 
 @shared_task(name="continuum.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
-    """Fire due timers, time out lost attempts and re-send lost messages; idempotent."""
-    return runtime().sweep()
+    """Fire due timers, time out lost attempts and re-send lost messages; idempotent. Left to
+    the process already sweeping the database, if any (then the counts are empty)."""
+    return sweep_exclusively() or {}

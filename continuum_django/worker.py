@@ -1,4 +1,5 @@
-"""Wiring for Celery: the dispatcher, the runtime, and the worker hooks that register versions."""
+"""Wiring for Celery: the dispatcher, the runtime, and the worker hooks that register versions
+and sweep."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .conf import app_settings
 from .engine.journal import Dispatch
 from .engine.runtime import Runtime
 from .journal import OrmJournal
+from .sweeper import Sweeper
 
 logger = logging.getLogger("continuum")
 
@@ -115,7 +117,7 @@ class VersionKeeper(threading.Thread):
         self._stopping.set()
 
 
-_keeper: list[VersionKeeper] = []
+_keeper: list[VersionKeeper | Sweeper] = []
 
 
 @celeryd_after_setup.connect
@@ -127,10 +129,15 @@ def _consume_own_queue(sender: str, instance: Any, **kwargs: Any) -> None:
 def _register_versions(sender: Any, **kwargs: Any) -> None:
     if _keeper:  # the consumer restarted (a lost broker connection): the keeper still runs
         return
-    keeper = VersionKeeper(sender.hostname, float(app_settings().REDISPATCH_AFTER))
+    conf = app_settings()
+    keeper = VersionKeeper(sender.hostname, float(conf.REDISPATCH_AFTER))
     keeper.beat()  # before the worker reports ready
     keeper.start()
     _keeper.append(keeper)
+    if conf.SWEEP_IN_WORKERS:
+        sweeper = Sweeper(float(conf.SWEEP_INTERVAL))
+        sweeper.start()
+        _keeper.append(sweeper)
 
 
 @worker_shutdown.connect
