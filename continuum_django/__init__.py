@@ -32,8 +32,10 @@ from .engine.runtime import ActivityContext
 
 if TYPE_CHECKING:
     from .client import RunHandle, cancel, get_run, result, signal, start
+    from .operations import dead_letter, retry
 
 _CLIENT = {"RunHandle", "start", "signal", "cancel", "result", "get_run"}
+_OPERATIONS = {"retry", "dead_letter"}
 
 
 def __getattr__(name: str) -> Any:
@@ -43,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from . import client
 
         return getattr(client, name)
+    if name in _OPERATIONS:
+        from . import operations
+
+        return getattr(operations, name)
     raise AttributeError(f"module 'continuum_django' has no attribute {name!r}")
 
 
@@ -74,8 +80,10 @@ __all__ = [
     "WorkflowFailed",
     "activity",
     "cancel",
+    "dead_letter",
     "get_run",
     "result",
+    "retry",
     "signal",
     "start",
     "workflow",

@@ -148,6 +148,7 @@ class TaskStatus(models.TextChoices):
     COMPLETED = _TaskStatus.COMPLETED
     FAILED = _TaskStatus.FAILED
     CANCELLED = _TaskStatus.CANCELLED
+    DEAD_LETTERED = _TaskStatus.DEAD_LETTERED, "dead-lettered"
 
 
 class ActivityTaskQuerySet(models.QuerySet["ActivityTask"]):

@@ -187,6 +187,9 @@ class HistoryIndex:
                 self.cancel = event
             if kind in RUN_ENDS:
                 self.ended = True
+            elif kind == EventType.ACTIVITY_RETRY_SCHEDULED:
+                outcomes.pop(event.command_id, None)  # replay waits for the retry's outcome
+                self.ended = False
         self.events = tuple(history)
         return self
 

@@ -30,6 +30,9 @@ class EventType(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
     RUN_CONTINUED = "run_continued"
+    # An operator reopened a failed run at this failed activity: its earlier outcome (and
+    # the run's failure) no longer count; the activity's next outcome does.
+    ACTIVITY_RETRY_SCHEDULED = "activity_retry_scheduled"
 
 
 # Events written by the workflow's own activations; their command ids must match on replay.

@@ -378,6 +378,7 @@ class TaskStatus:
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DEAD_LETTERED = "dead_lettered"  # failed, and an operator said not to retry it
     OPEN = frozenset({SCHEDULED, RUNNING})
 
 

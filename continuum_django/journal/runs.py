@@ -103,7 +103,7 @@ def _closed(events: list[Any]) -> bool:
     task is then neither scheduled nor running). So its end need not look for open work."""
     scheduled: set[str | None] = set()
     for event in events:
-        if event.type in OPENING:
+        if event.type in OPENING or event.type == EventType.ACTIVITY_RETRY_SCHEDULED:
             scheduled.add(event.command_id)
         elif event.type in CLOSING:
             scheduled.discard(event.command_id)

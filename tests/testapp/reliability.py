@@ -3,9 +3,10 @@ cleanups that raise, children left by an earlier incarnation, patches in loops, 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from continuum_django import CancellationRequested, activity, workflow
+from continuum_django import ActivityFailed, CancellationRequested, RetryPolicy, activity, workflow
 
 
 @activity
@@ -118,3 +119,41 @@ def _draw() -> int:
 def side_effect_once(ctx: Any) -> str:
     value = ctx.side_effect(_draw)
     return ctx.activity(record, f"drew {value}")
+
+
+FIXED: list[bool] = []  # a test appends True once the "bug" behind flaky_until_fixed is fixed
+
+
+@activity(retry=RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=0))
+def flaky_until_fixed() -> str:
+    if not FIXED:
+        raise ValueError("the payment provider is down")
+    return "fixed"
+
+
+@workflow(name="tests.retry_me")
+def retry_me(ctx: Any) -> list[str]:
+    first = ctx.activity(record, "a")
+    return [first, ctx.activity(flaky_until_fixed)]
+
+
+@workflow(name="tests.handles_then_fails")
+def handles_then_fails(ctx: Any) -> None:
+    try:
+        ctx.activity(flaky_until_fixed)
+    except ActivityFailed:
+        ctx.activity(record, "handled")
+    raise RuntimeError("gave up")
+
+
+@activity(retry=RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=0))
+def needs_file(path: str) -> str:
+    """Fails until the file at ``path`` exists: an outage an operator fixes by hand."""
+    if not Path(path).exists():
+        raise ValueError(f"{path} is missing")
+    return Path(path).read_text()
+
+
+@workflow(name="tests.needs_file")
+def needs_file_workflow(ctx: Any, path: str) -> str:
+    return ctx.activity(needs_file, path)
