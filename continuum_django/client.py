@@ -7,11 +7,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import connections
 
+from . import lifecycle
 from .conf import app_settings
 from .engine import codec
 from .engine.definitions import WorkflowDefinition, check_signal, registry
@@ -25,7 +26,7 @@ from .engine.exceptions import (
 from .engine.local import new_run
 from .journal.base import RUN_ENDED
 from .journal.lean import statements
-from .models import TERMINAL, RunStatus, WorkflowRun
+from .models import TERMINAL, RunStatus, Signal, WorkflowRun
 from .worker import runtime
 
 
@@ -90,9 +91,19 @@ def start(
         attributes=attributes,
         max_payload_bytes=app_settings().MAX_PAYLOAD_BYTES,
     )
+    conf = app_settings()
+    if conf.OPENTELEMETRY:
+        from .tracing import start_context
+
+        new = replace(new, trace=start_context() or None)
     engine = runtime()
-    run_id, _, dispatch = engine.journal.create_run(new)
+    run_id, created, dispatch = engine.journal.create_run(new)
     engine.dispatcher.send(dispatch)
+    if created:
+        lifecycle.after_commit(
+            conf.DATABASE, lifecycle.run_started, WorkflowRun,
+            run_id=run_id, workflow=new.workflow_name, version=new.version,
+        )  # fmt: skip
     return RunHandle(run_id)
 
 
@@ -115,12 +126,19 @@ def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None =
     engine.dispatcher.send(
         engine.journal.deliver_signal(_run_id(run_id), name, encoded, dedupe_key)
     )
+    lifecycle.after_commit(
+        app_settings().DATABASE, lifecycle.signal_sent, Signal, run_id=str(tip.id), name=name
+    )
 
 
 def cancel(run_id: Any, reason: str = "", terminate: bool = False) -> None:
     """Ask the run to cancel (the workflow may clean up); ``terminate`` ends it at once."""
     engine = runtime()
     engine.dispatcher.send(engine.journal.request_cancel(_run_id(run_id), reason, terminate))
+    lifecycle.after_commit(
+        app_settings().DATABASE, lifecycle.cancel_requested, WorkflowRun,
+        run_id=str(run_id), reason=reason, terminate=terminate,
+    )  # fmt: skip
 
 
 def get_run(run_id: Any) -> WorkflowRun:

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
     "BEAT": True,
     "SWEEP_IN_WORKERS": True,
+    "OPENTELEMETRY": False,
     "PIPELINE": True,
 }
 

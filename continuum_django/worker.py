@@ -15,6 +15,7 @@ from django.dispatch import receiver
 
 from .conf import app_settings
 from .engine.journal import Dispatch
+from .engine.observe import Observer
 from .engine.runtime import Runtime
 from .journal import OrmJournal
 from .sweeper import Sweeper
@@ -67,7 +68,20 @@ def runtime() -> Runtime:
         config=conf.engine_config(),
         redispatch_after=float(conf.REDISPATCH_AFTER),
         quarantine_after=int(conf.QUARANTINE_AFTER),
+        observer=observer(conf.DATABASE, bool(conf.OPENTELEMETRY)),
     )
+
+
+def observer(using: str, traced: bool) -> Observer:
+    """The runtime's observer: Django signals, inside OpenTelemetry spans when ``traced``."""
+    from .lifecycle import SignalObserver
+
+    signals = SignalObserver()
+    if not traced:
+        return signals
+    from .tracing import TracingObserver
+
+    return TracingObserver(signals, using)
 
 
 @receiver(setting_changed)

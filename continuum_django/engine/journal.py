@@ -157,10 +157,12 @@ class NewRun:
     parent_command_id: str = ""
     continued_from_id: str | None = None
     chain_root_id: str | None = None
+    # The trace context the run was started in (OpenTelemetry's carrier), when traced.
+    trace: dict[str, str] | None = None
 
     def started_payload(self) -> dict[str, Any]:
         """The payload of the run's ``run_started`` event."""
-        return {
+        payload = {
             "workflow": self.workflow_name,
             "version": self.version,
             "version_hash": self.version_hash,
@@ -172,6 +174,9 @@ class NewRun:
             "parent_run_id": self.parent_run_id,
             "continued_from": self.continued_from_id,
         }
+        if self.trace:
+            payload["trace"] = self.trace
+        return payload
 
 
 def child_run(parent_id: str, event: Event) -> NewRun:

@@ -33,6 +33,7 @@ from .journal import (
     VersionKeys,
     outcome_type,
 )
+from .observe import Observer
 from .replay import Activation, Outcome, advance
 from .retry import error_payload
 
@@ -153,6 +154,7 @@ class Runtime:
     redispatch_after: float = 10.0
     # Unexpected errors in a row (at one revision of a run) before the run is parked.
     quarantine_after: int = 5
+    observer: Observer = field(default_factory=Observer)
     sweep_limit: int = 500
     rng: random.Random = field(default_factory=random.Random)
 
@@ -181,7 +183,8 @@ class Runtime:
         ``quarantine_after`` in a row the run is parked (see `_failed`).
         """
         try:
-            return self._advance_run(run_id, started)
+            with self.observer.advancing(run_id, started):
+                return self._advance_run(run_id, started)
         except Exception as exc:
             self._failed(run_id, exc)
             raise
@@ -303,16 +306,20 @@ class Runtime:
         context = ActivityContext(self, claim)
         self._leases.hold(claim, context)
         try:  # the lease is kept until the outcome is written, speculation included
-            ended = self._run_body(claim, context)
-            speculation = None
-            if budget > 0 and basis is not None and ended.error is None:
-                speculation = self._speculate(claim, ended, basis, started, budget > 1)
-            outcome, dispatch = self._finish(claim, ended, budget > 0, speculation)
+            with self.observer.attempting(claim):
+                ended = self._run_body(claim, context)
+                speculation = None
+                if budget > 0 and basis is not None and ended.error is None:
+                    speculation = self._speculate(claim, ended, basis, started, budget > 1)
+                outcome, dispatch = self._finish(claim, ended, budget > 0, speculation)
+                self._tell("attempted", claim, outcome, ended.error, time.monotonic() - started)
         finally:
             self._leases.release(claim)
         if dispatch is None:
             return outcome, None
         if dispatch.advanced is not None:
+            if speculation is not None:
+                self._tell("advanced", speculation.claim, speculation.activation)
             return outcome, _Step(dispatch.advanced, dispatch.eager_activity, dispatch.basis)
         if dispatch.eager_run is None:
             return outcome, None
@@ -371,6 +378,7 @@ class Runtime:
         except (StaleClaim, LeaseLost):
             return None
         self.dispatcher.send(dispatch)
+        self._tell("advanced", claim, activation)
         return _Step(activation.outcome, dispatch.eager_activity, dispatch.basis)
 
     def _advance(self, claim: RunClaim, eager: bool) -> _Step:
@@ -384,11 +392,13 @@ class Runtime:
                     detail = self._missing_version(claim.workflow_name, claim.version)
                     logger.warning("run %s parked: %s", run_id, detail)
                     self.journal.park_run(claim, ParkReason.UNKNOWN_VERSION, detail)
+                    self._tell("parked", run_id, ParkReason.UNKNOWN_VERSION, detail)
                     return _Step("parked")
                 activation = self._replay(definition, claim)
                 if activation.outcome == Outcome.DRIFT:
                     logger.error("run %s parked: %s", run_id, activation.drift)
                     self.journal.park_run(claim, ParkReason.DRIFT, activation.drift or "")
+                    self._tell("parked", run_id, ParkReason.DRIFT, activation.drift or "")
                     return _Step("parked")
                 try:
                     dispatch = self.journal.commit_activation(claim, activation, self._eager(eager))
@@ -396,6 +406,7 @@ class Runtime:
                     claim = self.journal.refresh_claim(claim, self.lease_seconds)
                     continue
                 self.dispatcher.send(dispatch)
+                self._tell("advanced", claim, activation)
                 return _Step(activation.outcome, dispatch.eager_activity, dispatch.basis)
             raise RuntimeError(f"run {run_id} kept changing under its lease; gave up this time")
         except LeaseLost:
@@ -486,6 +497,7 @@ class Runtime:
 
     def sweep(self) -> dict[str, int]:
         """Fire due timers, time out lost or late attempts, re-send lost messages."""
+        started = time.monotonic()
         dispatch = self.journal.fire_due_timers(self.sweep_limit)
         timers = len(dispatch.runs)
         expired = self.journal.expired_activities(self.sweep_limit)
@@ -509,4 +521,12 @@ class Runtime:
             "runs_redispatched": len(lost_runs.runs),
         }
         self.dispatcher.send(dispatch.merge(lost_tasks).merge(lost_runs))
+        self._tell("swept", counts, time.monotonic() - started)
         return counts
+
+    def _tell(self, hook: str, *args: Any) -> None:
+        """Call the observer's ``hook``; what it raises is logged, never the runtime's fault."""
+        try:
+            getattr(self.observer, hook)(*args)
+        except Exception:
+            logger.exception("the observer's %s hook raised", hook)
