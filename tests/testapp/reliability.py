@@ -157,3 +157,10 @@ def needs_file(path: str) -> str:
 @workflow(name="tests.needs_file")
 def needs_file_workflow(ctx: Any, path: str) -> str:
     return ctx.activity(needs_file, path)
+
+
+@workflow(name="tests.fast_ticker")
+def fast_ticker(ctx: Any, tick: int) -> int:
+    """A short sleep -> continue_as_new loop that never ends by itself."""
+    ctx.sleep(0.05)
+    ctx.continue_as_new(tick + 1)
