@@ -309,6 +309,13 @@ def workflow(
             )
 
     def register(fn: Callable[..., Any]) -> WorkflowDefinition[..., Any]:
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise RegistrationError(
+                f"workflow {name or _origin(fn)!r} is an `async def`: workflow functions must "
+                "be plain `def` (the engine replays them step by step and waits through "
+                "ctx, not through await). Keep the workflow synchronous; an activity may be "
+                "`async def`"
+            )
         definition: WorkflowDefinition[..., Any] = WorkflowDefinition(
             fn=fn,
             name=name or _origin(fn),
@@ -362,9 +369,15 @@ def activity(
     heartbeat_timeout: Duration | None = None,
     queue: str | None = None,
 ) -> Any:
-    """Register an activity; usable bare or with options."""
+    """Register an activity; usable bare or with options. An ``async def`` activity runs on
+    an event loop of its own in the worker (``asyncio.run``), one attempt at a time."""
 
     def register(fn: Callable[..., Any]) -> ActivityDefinition[..., Any]:
+        if inspect.isasyncgenfunction(fn):
+            raise RegistrationError(
+                f"activity {name or _origin(fn)!r} is an async generator; an activity returns "
+                "one value: make it `async def` returning it, or a plain `def`"
+            )
         parameters = inspect.signature(fn).parameters
         definition: ActivityDefinition[..., Any] = ActivityDefinition(
             fn=fn,

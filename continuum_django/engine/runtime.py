@@ -5,7 +5,9 @@ Pure: the Celery tasks and the in-memory test runner both drive this class.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import inspect
 import logging
 import os
 import random
@@ -85,6 +87,18 @@ class ActivityContext:
             self._claim, self._runtime.lease_seconds, encoded, heartbeat=True
         ):
             self._cancelled.set()
+
+    async def aheartbeat(self, details: Any = None) -> None:
+        """`heartbeat` for an ``async def`` activity: the journal's write runs in a thread,
+        leaving the event loop free (a database call from the loop would block it, and
+        Django refuses one there)."""
+        await asyncio.to_thread(self._heartbeat_in_thread, details)
+
+    def _heartbeat_in_thread(self, details: Any) -> None:
+        try:
+            self.heartbeat(details)
+        finally:
+            self._runtime.journal.on_thread_exit()
 
     def is_cancelled(self) -> bool:
         """Whether the run asked this activity to stop (cooperative cancellation)."""
@@ -441,6 +455,8 @@ class Runtime:
             if definition.wants_context:
                 kwargs["activity_context"] = context
             value = definition.fn(*args, **kwargs)
+            if inspect.iscoroutine(value):  # an `async def` activity: run it to its end
+                value = asyncio.run(value)
         except Exception as exc:
             return _Ended(error=error_payload(exc))
         try:

@@ -3,10 +3,18 @@ cleanups that raise, children left by an earlier incarnation, patches in loops, 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from continuum_django import ActivityFailed, CancellationRequested, RetryPolicy, activity, workflow
+from continuum_django import (
+    ActivityContext,
+    ActivityFailed,
+    CancellationRequested,
+    RetryPolicy,
+    activity,
+    workflow,
+)
 
 
 @activity
@@ -164,3 +172,21 @@ def fast_ticker(ctx: Any, tick: int) -> int:
     """A short sleep -> continue_as_new loop that never ends by itself."""
     ctx.sleep(0.05)
     ctx.continue_as_new(tick + 1)
+
+
+@activity(heartbeat_timeout=30)
+async def fetch_rate(currency: str, activity_context: ActivityContext) -> dict[str, Any]:
+    """An `async def` activity that awaits and heartbeats."""
+    await asyncio.sleep(0.01)
+    await activity_context.aheartbeat({"currency": currency})
+    if currency == "XXX":
+        raise ValueError("no rate for XXX")
+    return {"currency": currency, "rate": 2}
+
+
+@workflow(name="tests.async_activity")
+def async_activity(ctx: Any, currency: str) -> Any:
+    try:
+        return ctx.activity(fetch_rate, currency)
+    except ActivityFailed as failure:
+        return {"failed": failure.error_message}

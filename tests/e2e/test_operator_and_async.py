@@ -1,4 +1,5 @@
-"""A run failed on a real worker is retried from the command line and completes."""
+"""Activities on real workers: a failed run retried from the command line completes, and
+an `async def` activity runs to its end."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def test_a_failed_run_retried_from_the_command_line_completes(
     types = [e.type for e in run.history()]
     assert types.count("activity_failed") == 1
     assert types[-3:] == ["activity_retry_scheduled", "activity_completed", "run_completed"]
+
+
+def test_an_async_activity_runs_on_a_real_worker(worker_factory: StartWorker) -> None:
+    from continuum_django.models import ActivityTask
+
+    worker_factory()
+    run = rl.async_activity.start("EUR")
+    assert run.result(timeout=60) == {"currency": "EUR", "rate": 2}
+    task = ActivityTask.objects.get(run_id=run.id)
+    assert task.heartbeat_details == {"currency": "EUR"}  # aheartbeat reached the journal
