@@ -79,7 +79,7 @@ class Handle:
         self.name = name
 
     def result(self) -> Any:
-        return self._ctx._value(self, self._ctx._wait(self.command_id))
+        return self._ctx._value(self, self._ctx._wait_for(self))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.command_id}>"
@@ -87,6 +87,18 @@ class Handle:
 
 class ActivityHandle(Handle):
     """A scheduled activity (or compensation)."""
+
+
+class TimerHandle(Handle):
+    """A durable timer started without waiting (`WorkflowContext.timer`); it is done once
+    the timer fired, and its result is None."""
+
+
+class SignalHandle(Handle):
+    """The next signal of a name (`WorkflowContext.signal_waiter`); it is done once such a
+    signal is in the mailbox, which it then takes, and its result is the signal's payload.
+    Only a wait on the handle takes a signal: one that loses a `wait_any` race stays in
+    the mailbox for the next wait."""
 
 
 class ChildHandle(Handle):
@@ -217,6 +229,7 @@ class WorkflowContext:
         index = index if index is not None else HistoryIndex.of(history)
         self._recorded = index.recorded
         self._last_position = index.last_position
+        self._ended = index.ended
         self._outcomes = index.outcomes
         self._cancel: Event | None = index.cancel
         self._mailbox = list(mailbox)
@@ -230,6 +243,7 @@ class WorkflowContext:
         self._cancel_delivered = False
         self._compensations: list[_Compensation] = []
         self._patches: dict[str, bool] = {}  # each patch id's first answer in this run
+        self._taken: dict[str, Event] = {}  # signals signal waiters took in this activation
         self._depth = int(started.get("depth", 0))
         self._namespace = started.get("namespace", "default")
         self.suspended_at: str | None = None
@@ -282,6 +296,7 @@ class WorkflowContext:
                 outcome is not None
                 and outcome.type in _SUCCESSES
                 and recorded.command_id == command_id
+                and recorded.type == EventType.ACTIVITY_SCHEDULED
             ):
                 self._matched += 1
                 self._position = position + 1
@@ -326,7 +341,7 @@ class WorkflowContext:
 
     def wait_all(self, *handles: Handle) -> list[Any]:
         """Wait for every handle; results in argument order, or the earliest failure raised."""
-        outcomes = [self._wait(handle.command_id) for handle in handles]
+        outcomes = [self._wait_for(handle) for handle in handles]
         for handle, outcome in zip(handles, outcomes, strict=True):
             if outcome.type in _FAILURES:
                 self._value(handle, outcome)
@@ -337,12 +352,58 @@ class WorkflowContext:
         if not handles:
             raise WorkflowUsageError("wait_any needs at least one handle")
         self._alive()
-        done = [(o.seq, h) for h in handles if (o := self._outcome(h.command_id)) is not None]
+        done = [(o.seq, h) for h in handles if (o := self._outcome_of(h)) is not None]
         first_seq = min(done, key=lambda pair: pair[0])[0] if done else None
         self._deliver_cancel(first_seq)
         if not done:
+            # Nothing journaled has finished: a buffered signal may (the first waiter in
+            # argument order takes one), else the run waits for whatever comes first.
+            for handle in handles:
+                if isinstance(handle, SignalHandle) and self._take_for(handle) is not None:
+                    return handle
             self._suspend(f"any of {', '.join(h.command_id for h in handles)}")
         return min(done, key=lambda pair: pair[0])[1]
+
+    def timer(self, duration: Duration) -> TimerHandle:
+        """Start a durable timer without waiting for it: a handle for `wait_any` /
+        `wait_all` (``ctx.wait_any(approval, ctx.timer(86400))``) or ``.result()``."""
+        seconds = to_seconds(duration, what="timer duration")
+        command_id, recorded = self._command("timer", "timer")
+        if recorded is None:
+            self._emit(EventType.TIMER_SCHEDULED, command_id, self._timer_payload(seconds))
+        return TimerHandle(self, command_id, "timer")
+
+    def signal_waiter(self, name: str) -> SignalHandle:
+        """A handle for the next signal called ``name``, to race in `wait_any` / `wait_all`
+        with activities, children and timers; ``.result()`` is its payload."""
+        if not isinstance(name, str) or not name:
+            raise WorkflowUsageError(f"signal_waiter needs a signal name, not {name!r}")
+        command_id, _ = self._command("signal", name)
+        return SignalHandle(self, command_id, name)
+
+    def _outcome_of(self, handle: Handle) -> Event | None:
+        """The handle's outcome in the history, or taken from the mailbox in this activation."""
+        return self._outcomes.get(handle.command_id) or self._taken.get(handle.command_id)
+
+    def _take_for(self, handle: SignalHandle) -> Event | None:
+        """Take the next buffered signal of the handle's name, journaling its receipt."""
+        taken = self._take_signal(handle.command_id, handle.name)
+        if taken is not None:
+            self._taken[handle.command_id] = taken
+        return taken
+
+    def _wait_for(self, handle: Handle) -> Event:
+        """`_wait` for any handle: a signal waiter takes a buffered signal when it has none."""
+        if not isinstance(handle, SignalHandle):
+            return self._wait(handle.command_id)
+        self._alive()
+        outcome = self._outcome_of(handle)
+        self._deliver_cancel(outcome.seq if outcome else None)
+        if outcome is None:
+            outcome = self._take_for(handle)
+        if outcome is None:
+            self._suspend(f"signal {handle.name!r}")
+        return outcome
 
     # -- sagas ---------------------------------------------------------------
 
@@ -454,6 +515,7 @@ class WorkflowContext:
         command_id = f"{self._position}:patch:{patch_id}"
         recorded = self._recorded.get(self._position)
         if recorded is not None and recorded.command_id == command_id:
+            self._check_type(recorded, "patch")
             self._advance_position()  # the history took the new path here: it is the truth
             self._patches.setdefault(patch_id, True)
             return True
@@ -594,6 +656,8 @@ class WorkflowContext:
                 actual=command_id,
             )
             raise self.drift
+        if recorded is not None:
+            self._check_type(recorded, kind)
         return command_id, recorded
 
     def _advance_position(self) -> None:
@@ -613,7 +677,45 @@ class WorkflowContext:
         return command_id, recorded
 
     def _emit(self, type_: EventType, command_id: str, payload: Any) -> None:
+        if type_ in COMMAND_EVENTS:
+            self._check_new(type_, command_id)
         self._new.append(NewEvent(type=type_, command_id=command_id, payload=payload))
+
+    def _check_new(self, type_: EventType, command_id: str) -> None:
+        """A new command must be new: a history that already holds its outcome, a command
+        at a later position, or its end has lost an event (positions are contiguous, but
+        for signal waits, which journal only what they take)."""
+        position = int(command_id.split(":", 1)[0])
+        if command_id in self._outcomes:
+            lost = f"holds an outcome of {command_id!r} but not the command itself"
+        elif position < self._last_position:
+            later = self._recorded[self._last_position]
+            lost = f"holds {later.command_id!r} (seq {later.seq}) but nothing at #{position}"
+        elif self._ended:
+            lost = "ended the run before it"
+        else:
+            return
+        self.drift = ReplayDriftError(
+            f"replay drift at command #{position}: the code issues {command_id!r} ({type_}) "
+            f"as new, but the history {lost}: an event is missing from it",
+            position=position,
+            expected=None,
+            actual=command_id,
+        )
+        raise self.drift
+
+    def _check_type(self, recorded: Event, kind: str) -> None:
+        """The recorded event at a matching command id must be of the command's kind."""
+        if recorded.type not in _KIND_TYPES.get(kind, (recorded.type,)):
+            self.drift = ReplayDriftError(
+                f"replay drift at command #{self._position}: the history recorded "
+                f"{recorded.command_id!r} as {recorded.type} (seq {recorded.seq}), which is "
+                f"not how a {kind} command is journaled",
+                position=self._position,
+                expected=recorded.command_id,
+                actual=recorded.command_id,
+            )
+            raise self.drift
 
     def _outcome(self, command_id: str) -> Event | None:
         """The first outcome journaled for the command (journal order decides races)."""
@@ -671,6 +773,10 @@ class WorkflowContext:
         payload = outcome.payload or {}
         if outcome.type in _SUCCESSES:
             return codec.decode(payload["result"])
+        if outcome.type == EventType.TIMER_FIRED:
+            return None
+        if outcome.type == EventType.SIGNAL_RECEIVED:
+            return codec.decode(payload["payload"])
         if outcome.type in (EventType.CHILD_FAILED, EventType.CHILD_CANCELLED):
             error = payload.get("error") or {}
             kind: type[ChildFailed]
@@ -698,6 +804,18 @@ class WorkflowContext:
 
 # Events that hold a command's place in the sequence (checked for drift on replay).
 _RECORDED = COMMAND_EVENTS | {EventType.SIGNAL_RECEIVED}
+
+# How each kind of command is journaled where it holds its place.
+_KIND_TYPES = {
+    "activity": (EventType.ACTIVITY_SCHEDULED,),
+    "compensation": (EventType.COMPENSATION_SCHEDULED,),
+    "timer": (EventType.TIMER_SCHEDULED,),
+    "child": (EventType.CHILD_STARTED,),
+    "patch": (EventType.PATCH_MARKER,),
+    "side_effect": (EventType.SIDE_EFFECT,),
+    "now": (EventType.SIDE_EFFECT,),
+    "signal": (EventType.SIGNAL_RECEIVED, EventType.TIMER_SCHEDULED),
+}
 
 RUN_ENDS = {
     EventType.RUN_COMPLETED,
@@ -727,6 +845,8 @@ __all__ = [
     "ContinuumError",
     "EngineConfig",
     "Handle",
+    "SignalHandle",
     "Suspend",
+    "TimerHandle",
     "WorkflowContext",
 ]

@@ -190,3 +190,27 @@ def async_activity(ctx: Any, currency: str) -> Any:
         return ctx.activity(fetch_rate, currency)
     except ActivityFailed as failure:
         return {"failed": failure.error_message}
+
+
+@workflow(name="tests.approval_or_reminder")
+def approval_or_reminder(ctx: Any) -> Any:
+    """An approval, or a reminder after an hour, whichever first; then the approval anyway."""
+    approval = ctx.signal_waiter("approval")
+    first = ctx.wait_any(approval, ctx.timer(3600))
+    if first is approval:
+        return {"approved": approval.result()}
+    ctx.activity(record, "reminder sent")
+    return {"reminded": True, "then": ctx.wait_signal("approval")}
+
+
+@workflow(name="tests.both_signals")
+def both_signals(ctx: Any) -> Any:
+    return ctx.wait_all(ctx.signal_waiter("a"), ctx.signal_waiter("b"), ctx.timer(1))
+
+
+@workflow(name="tests.signal_or_activity")
+def signal_or_activity(ctx: Any) -> Any:
+    stop = ctx.signal_waiter("stop")
+    work = ctx.start_activity(record, "work")
+    first = ctx.wait_any(stop, work)
+    return "stopped" if first is stop else first.result()
