@@ -27,3 +27,15 @@ def execute_activity(task_id: int) -> str:
 def sweep() -> dict[str, int]:
     """Fire due timers, time out lost attempts and re-send lost messages; idempotent."""
     return runtime().sweep()
+
+
+@shared_task(name="continuum.prune", ignore_result=True)
+def prune(batch_size: int = 100, forget_idempotency_keys: bool = False) -> dict[str, Any]:
+    """Delete the runs past ``CONTINUUM["RETENTION"]`` (`manage.py continuum_prune --execute`);
+    for Celery beat. Idempotent, and safe to run from several beats at once."""
+    from .retention import prune_runs
+
+    report = prune_runs(
+        execute=True, batch_size=batch_size, keep_idempotency_keys=not forget_idempotency_keys
+    )
+    return report.to_json()
