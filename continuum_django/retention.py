@@ -54,7 +54,8 @@ def expired_condition(retention: Retention) -> Q | None:
     ]
     if retention.default is not None:
         conditions.append(
-            Q(finished_at__lt=Now() - retention.default) & ~Q(workflow_name__in=retention.workflows)
+            Q(finished_at__lt=Now() - retention.default)
+            & ~Q(workflow_name__in=list(retention.workflows))
         )
     if not conditions:
         return None
@@ -101,21 +102,19 @@ def tree_of(tip: WorkflowRun, *, keep_keys: bool = True) -> Tree | None:
     """The tree whose chain ends in ``tip``; None while any of its runs is live."""
     runs = WorkflowRun.objects.using(app_settings().DATABASE)
     root = tip.chain_root_id or tip.id
-    level = list(
-        runs.filter(Q(chain_root_id=root) | Q(pk=root), parent_run__isnull=True).values(*RUN_FIELDS)
-    )
-    members, levels = list(level), [level]
-    while levels[-1]:
-        below = [
-            row
-            for ids in _chunks([row["id"] for row in levels[-1]])
-            for row in runs.filter(parent_run_id__in=ids).values(*RUN_FIELDS)
-        ]
-        members += below
-        levels.append(below)
-    if any(row["status"] not in TERMINAL for row in members):
+    chain = runs.filter(Q(chain_root_id=root) | Q(pk=root), parent_run__isnull=True)
+    levels = [list(chain.values(*RUN_FIELDS))]
+    while levels[-1]:  # the runs one level below the last
+        levels.append(
+            [
+                row
+                for ids in _chunks([row["id"] for row in levels[-1]])
+                for row in runs.filter(parent_run_id__in=ids).values(*RUN_FIELDS)
+            ]
+        )
+    if any(row["status"] not in TERMINAL for rows in levels for row in rows):
         return None
-    head = next((row for row in members if row["id"] == root), None)
+    head = next((row for row in levels[0] if row["id"] == root), None)
     keep = []
     if keep_keys and head is not None and head["idempotency_key"] is not None:
         keep = list(dict.fromkeys([head["id"], tip.id]))

@@ -12,7 +12,9 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db.models.functions import Now
+from django.test import Client
 from django.test.utils import override_settings
+from django.urls import reverse
 
 import continuum_django as continuum
 from continuum_django import tasks
@@ -230,7 +232,7 @@ def test_retention_per_workflow_and_changes_apply_to_ended_runs(harness: OrmHarn
 
 
 def test_a_kept_idempotency_key_still_returns_the_run_and_its_outcome(
-    harness: OrmHarness,
+    harness: OrmHarness, admin_client: Client
 ) -> None:
     single = harness.start(wf.three_steps, 1, idempotency_key="order-1")
     chain = harness.start(wf.cycles, 1, [], idempotency_key="cycle-1")
@@ -254,6 +256,9 @@ def test_a_kept_idempotency_key_still_returns_the_run_and_its_outcome(
     assert continuum.result(chain) == {"cycle": 5, "seen": ["hey"]}
     assert WorkflowRun.objects.get(pk=tip).continued_from_id == WorkflowRun.objects.get(pk=chain).pk
     assert prune_runs(execute=True).total("trees") == 0  # already pruned down to the key
+    for run_id in (single, chain, tip):  # operators still see them, without history
+        page = reverse("admin:continuum_workflowrun_change", args=[run_id])
+        assert admin_client.get(page).status_code == 200
 
     out = StringIO()
     call_command("continuum_prune", "--execute", "--forget-idempotency-keys", stdout=out)
