@@ -7,8 +7,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
-from .conf import DEFAULTS, app_settings
+from .conf import DEFAULTS, app_settings, parse_retention
 from .engine.definitions import registry
 
 
@@ -32,6 +33,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             checks.Error(
                 f"CONTINUUM['DETERMINISM_LINT'] is {lint!r}; use 'warn' or 'error'",
                 id="continuum.E003",
+            )
+        )
+    try:
+        parse_retention(user.get("RETENTION", DEFAULTS["RETENTION"]))
+    except ImproperlyConfigured as exc:
+        errors.append(
+            checks.Error(
+                str(exc),
+                hint="for example {'default': timedelta(days=30), 'orders.fulfil': None}",
+                id="continuum.E023",
             )
         )
     return errors

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -37,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_IN_WORKERS": True,
     "OPENTELEMETRY": False,
     "PIPELINE": True,
+    # How long ended runs are kept before `continuum_prune` may delete them (None: forever).
+    "RETENTION": dt.timedelta(days=30),
 }
 
 
@@ -61,12 +66,65 @@ class Settings:
     def worker_id(self) -> str:
         return self._values["WORKER_ID"] or f"{socket.gethostname()}:{os.getpid()}"
 
+    @property
+    def retention(self) -> Retention:
+        return parse_retention(self._values["RETENTION"])
+
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             default_retry=self.default_retry,
             default_queue=self.DEFAULT_QUEUE,
             max_payload_bytes=self.MAX_PAYLOAD_BYTES,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """How long ended runs are kept: a default and per-workflow overrides (None: forever)."""
+
+    default: dt.timedelta | None
+    workflows: dict[str, dt.timedelta | None] = field(default_factory=dict)
+
+
+def parse_retention(value: Any) -> Retention:
+    """``CONTINUUM["RETENTION"]`` as a `Retention`; `ImproperlyConfigured` names what is wrong.
+
+    Accepted: None (keep forever), seconds (int or float) or a timedelta (every workflow),
+    or a dict of workflow name to one of those, with ``"default"`` for the rest.
+    """
+    if not isinstance(value, dict):
+        return Retention(default=_duration(value, "CONTINUUM['RETENTION']"))
+    workflows: dict[str, dt.timedelta | None] = {}
+    for name, keep in value.items():
+        if not isinstance(name, str) or not name:
+            raise ImproperlyConfigured(
+                f"CONTINUUM['RETENTION'] has the key {name!r}; keys are workflow names or 'default'"
+            )
+        workflows[name] = _duration(keep, f"CONTINUUM['RETENTION'][{name!r}]")
+    default = workflows.pop("default") if "default" in value else DEFAULTS["RETENTION"]
+    return Retention(default=default, workflows=workflows)
+
+
+def _duration(value: Any, where: str) -> dt.timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        keep = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            keep = dt.timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise ImproperlyConfigured(
+                f"{where} is {value!r}; not a usable number of seconds"
+            ) from None
+    else:
+        raise ImproperlyConfigured(
+            f"{where} is {value!r}; use seconds (a number), a timedelta, or None to keep "
+            "ended runs forever"
+        )
+    if keep < dt.timedelta(0):
+        raise ImproperlyConfigured(f"{where} is negative ({value!r}); use 0 or more")
+    return keep
 
 
 @cache

@@ -103,6 +103,12 @@ class WorkflowRun(models.Model):
             models.Index(fields=["workflow_name"], name="continuum_run_workflow"),
             models.Index(fields=["status"], name="continuum_run_status"),
             models.Index(fields=["namespace"], name="continuum_run_namespace"),
+            # Serves `continuum_prune`'s search for ended runs past their retention.
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(finished_at__isnull=False),
+                name="continuum_run_finished",
+            ),
         ]
         permissions = [
             ("cancel_run", "Can cancel workflow runs"),

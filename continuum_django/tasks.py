@@ -29,3 +29,15 @@ def sweep() -> dict[str, int]:
     """Fire due timers, time out lost attempts and re-send lost messages; idempotent. Left to
     the process already sweeping the database, if any (then the counts are empty)."""
     return sweep_exclusively() or {}
+
+
+@shared_task(name="continuum.prune", ignore_result=True)
+def prune(batch_size: int = 100, forget_idempotency_keys: bool = False) -> dict[str, Any]:
+    """Delete the runs past ``CONTINUUM["RETENTION"]`` (`manage.py continuum_prune --execute`);
+    for Celery beat. Idempotent, and safe to run from several beats at once."""
+    from .retention import prune_runs
+
+    report = prune_runs(
+        execute=True, batch_size=batch_size, keep_idempotency_keys=not forget_idempotency_keys
+    )
+    return report.to_json()

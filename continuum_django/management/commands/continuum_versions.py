@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from argparse import ArgumentParser, ArgumentTypeError, RawDescriptionHelpFormatter
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from continuum_django import versions
+from continuum_django import retention, versions
 
 HELP = {
     "list": "versions known: in this code, registered by workers, used by live runs",
@@ -21,6 +22,7 @@ HELP = {
     "replay-check": "replay live runs' histories through this code and report drift; "
     "writes nothing",
     "release": "release runs parked on a version so that workers that have it resume them",
+    "gc": "delete version rows no worker registered recently and no live run is on",
 }
 
 
@@ -64,6 +66,14 @@ class Command(BaseCommand):
                 sub.add_argument(
                     "--version", type=_positive, help="only runs of this version (needs --workflow)"
                 )
+            if name == "gc":
+                sub.add_argument("--dry-run", action="store_true", help="delete nothing")
+                sub.add_argument(
+                    "--older-than",
+                    type=_positive,
+                    default=86400,
+                    help="seconds since a worker last registered the row (default 86400)",
+                )
 
     def handle(self, *args: Any, action: str, format: str, **options: Any) -> None:
         if action == "list":
@@ -80,6 +90,17 @@ class Command(BaseCommand):
             self._out(format, report.to_json(), _replay_text(report))
             if not report.ok:
                 raise CommandError(f"{len(report.drifted)} live run(s) would drift on this code")
+        elif action == "gc":
+            rows = retention.collect_versions(
+                timedelta(seconds=options["older_than"]), dry_run=options["dry_run"]
+            )
+            verb = "would delete" if options["dry_run"] else "deleted"
+            text = f"{verb} {len(rows)} unused version row(s)" + "".join(
+                f"\n  {r['workflow_name']} v{r['version']} ({r['version_hash']}), "
+                f"last seen {r['last_seen']}"
+                for r in rows
+            )
+            self._out(format, {"dry_run": options["dry_run"], "collected": rows}, text)
         else:
             if options["version"] is not None and options["workflow"] is None:
                 raise CommandError("--version needs --workflow", returncode=2)
