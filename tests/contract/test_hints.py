@@ -82,11 +82,14 @@ def test_a_full_mailbox_refuses_a_signal_and_changes_nothing(harness: Harness) -
     run_id = harness.start(wf.collector, 4)
     harness.drain()
     for n in range(3):
-        harness.sent.send(harness.journal.deliver_signal(run_id, f"other-{n}", n, None))
+        harness.sent.send(harness.journal.deliver_signal(run_id, f"other-{n}", n, f"k-{n}"))
     before = dict(harness.run(run_id))
     with pytest.raises(SignalRejected, match=r"holds 3 unread signals.*'item' was not delivered"):
         harness.journal.deliver_signal(run_id, "item", "x", None)
     assert harness.run(run_id) == before  # not woken, nothing written
+    # A repeated dedupe key is still a quiet no-op.
+    assert not harness.journal.deliver_signal(run_id, "other-0", 0, "k-0").runs
+    assert harness.run(run_id) == before
 
 
 def test_a_mailbox_takes_signals_again_once_the_run_reads_them(harness: Harness) -> None:
