@@ -50,6 +50,7 @@ from .base import (
     to_event,
 )
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
+from .starts import signed_start
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 # Events whose commands write more than a task row (a timer, a child run, a consumed signal).
@@ -148,7 +149,7 @@ class RunJournal(OrmBase):
         small: all the advance would read of a run that nothing else has touched yet."""
         payload = new.started_payload()
         if len(json.dumps(payload, separators=(",", ":"))) <= STARTED_MAX_CHARS:
-            dispatch.starts[new.run_id] = payload
+            dispatch.starts[new.run_id] = signed_start(new.run_id, payload)
 
     def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
         with self._atomic():

@@ -13,9 +13,12 @@ from django.db import connection, connections
 from django.test import override_settings
 
 import continuum_django as continuum
-from continuum_django import ResultTimeout, SignalRejected
+from continuum_django import ResultTimeout, SignalRejected, workflow
+from continuum_django.engine.local import new_run
 from continuum_django.journal.base import RUN_ENDED
-from continuum_django.models import Signal, WorkflowRun
+from continuum_django.journal.starts import signed_start, verified_start
+from continuum_django.models import ActivityTask, Signal, WorkflowRun
+from continuum_django.tasks import advance_run
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
 
@@ -119,3 +122,31 @@ def test_signal_refuses_past_the_mailbox_limit_and_writes_nothing() -> None:
     # The advance loads the mailbox once, at most the limit's rows.
     claim = runtime().journal.claim_run(run.id, "w", 30.0)
     assert claim is not None and len(claim.mailbox) == 5
+
+
+SIDE_EFFECTS: list[Any] = []
+
+
+@workflow(name="tests.hints.effect_first")
+def effect_first(ctx: Any, target: str) -> Any:
+    return ctx.side_effect(lambda: SIDE_EFFECTS.append(target))
+
+
+def test_advance_run_replays_only_a_started_the_journal_signed_for_that_run() -> None:
+    """A forged or stale message never has workflow code replayed on its input: not even a
+    `ctx.side_effect` of the workflow it names runs (the database is read instead)."""
+    SIDE_EFFECTS.clear()
+    journal = runtime().journal
+    run_id, _, dispatch = journal.create_run(new_run(wf.three_steps, [1], {}))
+    forged = new_run(effect_first, ["forged"], {}).started_payload()
+    other_run, _, _ = journal.create_run(new_run(effect_first, ["other run"], {}))
+    tampered = signed_start(run_id, forged)
+    last = tampered["signed"][-1]
+    tampered["signed"] = tampered["signed"][:-1] + ("A" if last != "A" else "B")
+    for message in (forged, tampered, signed_start(other_run, forged), {"signed": 3}):
+        advance_run(run_id, message)
+    assert SIDE_EFFECTS == []
+    tasks = ActivityTask.objects.filter(run_id=run_id).order_by("id")
+    assert [t.activity for t in tasks] == [wf.add_one.name, wf.double.name, wf.describe.name]
+    stored = WorkflowRun.objects.get(pk=run_id).events.get(seq=1).payload
+    assert verified_start(run_id, dispatch.starts[run_id]) == stored  # the real message

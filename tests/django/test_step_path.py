@@ -22,6 +22,7 @@ from continuum_django.engine.journal import RunClaim
 from continuum_django.engine.local import new_run
 from continuum_django.journal.base import RUN_ENDED
 from continuum_django.journal.runs import end_notice
+from continuum_django.journal.starts import verified_start
 from continuum_django.models import ActivityTask, Timer, WorkflowEvent, WorkflowRun
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
@@ -132,7 +133,9 @@ def test_each_step_commits_once() -> None:
 def created(definition: Any, *args: Any) -> tuple[str, dict[str, Any]]:
     """Start a run as `start()` does; its id and the payload its first message carries."""
     run_id, _, dispatch = runtime().journal.create_run(new_run(definition, args))
-    return run_id, dispatch.starts[run_id]
+    started = verified_start(run_id, dispatch.starts[run_id])
+    assert started is not None
+    return run_id, started
 
 
 def test_a_new_run_s_first_advance_starts_from_its_message_without_reading_it() -> None:
