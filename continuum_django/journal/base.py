@@ -351,13 +351,13 @@ class OrmBase:
         optimistic: bool = False,
     ) -> RunClaim:
         mailbox = []
-        if getattr(run, "unread", True):
+        if getattr(run, "unread", True):  # all of them: `max_unread_signals` bounds it
             signals = Signal.objects.using(self.using).filter(
                 run_id=run.id, consumed_by__isnull=True
             )
             mailbox = [
-                BufferedSignal(id=s.id, name=s.name, payload=s.payload)
-                for s in signals.order_by("id")
+                BufferedSignal(id=pk, name=name, payload=payload)
+                for pk, name, payload in signals.order_by("id").values_list("id", "name", "payload")
             ]
         return RunClaim(
             run_id=str(run.id),
