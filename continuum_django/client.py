@@ -200,9 +200,8 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
                     f"run {run.id} is still {run.status} after {timeout} seconds",
                     run_id=str(run.id),
                 )
-            notice = wait(str(run.chain_root_id or run.id), left)
-            if notice.get("status") == RunStatus.COMPLETED and "result" in notice:
-                return codec.decode(notice["result"])  # the chain's end, as it committed
+            # A notice is a hint (any database role may send one): the loop reads the run.
+            wait(str(run.chain_root_id or run.id), left)
 
 
 def _outcome(run: WorkflowRun) -> Any:
@@ -219,18 +218,17 @@ def _outcome(run: WorkflowRun) -> Any:
 
 
 @contextmanager
-def _end_listener() -> Iterator[Callable[[str, float | None], dict[str, Any]]]:
+def _end_listener() -> Iterator[Callable[[str, float | None], None]]:
     """A function that waits, at most the given seconds, until a run of the given chain may
-    have ended: woken by Postgres NOTIFY when possible, by a short, growing sleep otherwise.
-    It returns the notice of the end (`end_notice`; empty when it woke without one)."""
+    have ended: woken by Postgres NOTIFY (`end_notice`, naming the chain) when possible, by
+    a short, growing sleep otherwise. Either way the caller reads the run to know."""
     connection = connections[app_settings().DATABASE]
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         delays = iter([0.005, 0.01, 0.02, 0.03, 0.04])
 
-        def poll(chain: str, left: float | None) -> dict[str, Any]:
+        def poll(chain: str, left: float | None) -> None:
             delay = next(delays, 0.05)
             time.sleep(delay if left is None else max(0.0, min(delay, left)))
-            return {}
 
         yield poll
         return
@@ -238,7 +236,7 @@ def _end_listener() -> Iterator[Callable[[str, float | None], dict[str, Any]]]:
         cursor.execute(f"LISTEN {RUN_ENDED}")
     raw = connection.connection
 
-    def listen(chain: str, left: float | None) -> dict[str, Any]:
+    def listen(chain: str, left: float | None) -> None:
         # Bounded, so that a notification missed for any reason costs at most a second.
         for note in raw.notifies(timeout=min(1.0, left if left is not None else 1.0)):
             try:
@@ -246,8 +244,7 @@ def _end_listener() -> Iterator[Callable[[str, float | None], dict[str, Any]]]:
             except ValueError:
                 continue  # not ours: someone else notified on the channel
             if isinstance(notice, dict) and notice.get("chain") == chain:
-                return notice
-        return {}
+                return
 
     try:
         yield listen

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "WORKER_ID": None,
     "MAX_PAYLOAD_BYTES": 1024 * 1024,
+    "MAX_UNREAD_SIGNALS": 1000,
     "REDACT": None,
     "WORKFLOW_MODULES": None,
     "DETERMINISM_LINT": "warn",

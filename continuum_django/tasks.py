@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from .journal.starts import verified_start
 from .sweeper import sweep_exclusively
 from .worker import runtime
 
@@ -14,8 +15,9 @@ from .worker import runtime
 def advance_run(run_id: str, started: dict[str, Any] | None = None) -> str:
     """Replay the run and journal what the workflow decided (optimistically from the run as
     it stands, or under its lease when it changed meanwhile); chains its steps on.
-    ``started``: a new run's ``run_started`` payload, which spares the first advance its read."""
-    return runtime().advance_run(run_id, started)
+    ``started``: a new run's ``run_started`` payload as the journal signed it, which spares
+    the first advance its read; a hint, ignored unless its signature holds for this run."""
+    return runtime().advance_run(run_id, verified_start(run_id, started))
 
 
 @shared_task(name="continuum.execute_activity", ignore_result=True)

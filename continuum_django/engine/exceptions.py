@@ -94,7 +94,20 @@ class ChildCancelled(ChildFailed):
 
 
 class SignalRejected(ContinuumError):
-    """The workflow's signal contract refuses this signal's name or payload."""
+    """The signal was not delivered: the workflow's signal contract refuses its name or
+    payload, or the run's mailbox already holds its limit of unread signals."""
+
+
+def mailbox_full(run_id: str, name: str, limit: int) -> SignalRejected:
+    """The error of a signal refused because run ``run_id`` holds ``limit`` unread ones."""
+    return SignalRejected(
+        f"run {run_id} already holds {limit} unread signals, its limit "
+        f"(CONTINUUM['MAX_UNREAD_SIGNALS']); signal {name!r} was not delivered. The run "
+        "takes them with ctx.wait_signal; retry once it has, or raise the limit",
+        run_id=run_id,
+        signal=name,
+        limit=limit,
+    )
 
 
 class WorkflowUsageError(ContinuumError):

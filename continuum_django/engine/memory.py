@@ -11,7 +11,7 @@ from typing import Any
 from .clock import Clock, SystemClock
 from .context import BufferedSignal
 from .events import Event, EventType, NewEvent
-from .exceptions import LeaseLost, RunNotActive, RunNotFound
+from .exceptions import LeaseLost, RunNotActive, RunNotFound, mailbox_full
 from .journal import (
     ETA_HORIZON_SECONDS,
     ActivityClaim,
@@ -127,8 +127,9 @@ class MemorySignal:
 class MemoryJournal:
     """A journal for tests and the testing kit; ``clock`` decides every time comparison."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, max_unread_signals: int | None = 1000) -> None:
         self.clock = clock or SystemClock()
+        self._max_unread_signals = max_unread_signals  # as CONTINUUM["MAX_UNREAD_SIGNALS"]
         self.runs: dict[str, MemoryRun] = {}
         self.tasks: dict[int, MemoryTask] = {}
         self.timers: dict[int, MemoryTimer] = {}
@@ -669,6 +670,12 @@ class MemoryJournal:
                 for s in self.signals.values()
             ):
                 return Dispatch()
+            limit = self._max_unread_signals
+            unread = sum(
+                1 for s in self.signals.values() if s.run_id == run.id and s.consumed_seq is None
+            )
+            if limit is not None and unread >= limit:
+                raise mailbox_full(run.id, name, limit)
             signal = MemorySignal(
                 id=next(self._ids),
                 run_id=run.id,

@@ -211,6 +211,8 @@ class Runtime:
         ``started`` (a new run's ``run_started`` payload, from `Dispatch.starts`) stands for
         the snapshot of a run nothing has touched since it was created: if anything did,
         the optimistic write finds the run changed, and the advance starts over from a read.
+        It is a hint: that write also requires the stored ``run_started`` to equal it, so a
+        forged or stale one writes nothing and the advance starts over from a read too.
         """
         eager = self.eager_steps > 1
         step: _Step | None = None

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from django.db import connections, transaction
 from django.db.models.functions import Now
 
+from ..conf import app_settings
 from ..engine.context import BufferedSignal
 from ..engine.events import Event, EventType, NewEvent
 from ..engine.exceptions import LeaseLost, RunNotFound
@@ -78,8 +79,9 @@ class OrmBase:
     # true and a claim loads only the events after it.
     HISTORY_CACHE_RUNS = 256
 
-    def __init__(self, using: str = "default") -> None:
+    def __init__(self, using: str = "default", max_unread_signals: int | None = None) -> None:
         self.using = using
+        self._max_unread_signals = max_unread_signals
         self.sql = statements(using)
         self._histories: OrderedDict[str, list[Event]] = OrderedDict()
 
@@ -130,6 +132,14 @@ class OrmBase:
 
         if events:
             transaction.on_commit(keep, using=self.using)
+
+    def max_unread_signals(self) -> int | None:
+        """How many unread signals a run's mailbox may hold (None: no limit): as given, or
+        ``CONTINUUM["MAX_UNREAD_SIGNALS"]``. A claim loads them all, so this bounds it."""
+        if self._max_unread_signals is not None:
+            return self._max_unread_signals
+        limit: int | None = app_settings().MAX_UNREAD_SIGNALS
+        return limit
 
     def _atomic(self) -> transaction.Atomic:
         return transaction.atomic(using=self.using)
@@ -341,13 +351,13 @@ class OrmBase:
         optimistic: bool = False,
     ) -> RunClaim:
         mailbox = []
-        if getattr(run, "unread", True):
+        if getattr(run, "unread", True):  # all of them: `max_unread_signals` bounds it
             signals = Signal.objects.using(self.using).filter(
                 run_id=run.id, consumed_by__isnull=True
             )
             mailbox = [
-                BufferedSignal(id=s.id, name=s.name, payload=s.payload)
-                for s in signals.order_by("id")
+                BufferedSignal(id=pk, name=name, payload=payload)
+                for pk, name, payload in signals.order_by("id").values_list("id", "name", "payload")
             ]
         return RunClaim(
             run_id=str(run.id),

@@ -13,7 +13,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from ..engine.events import Event, EventType, NewEvent
-from ..engine.exceptions import RunNotActive, RunNotFound
+from ..engine.exceptions import RunNotActive, RunNotFound, mailbox_full
 from ..engine.journal import (
     ETA_HORIZON_SECONDS,
     Dispatch,
@@ -52,6 +52,7 @@ from .base import (
     to_event,
 )
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
+from .starts import signed_start
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 # Events whose commands write more than a task row (a timer, a child run, a consumed signal).
@@ -71,16 +72,15 @@ TASK_CLOCK_FIELDS = (
     "next_attempt_at", "schedule_deadline", "lease_expires_at", "attempt_deadline",
     "heartbeat_deadline",
 )  # fmt: skip
-NOTICE_MAX_BYTES = 7_999  # Postgres refuses a NOTIFY payload of 8,000 bytes or more
 STARTED_MAX_CHARS = 4_096  # a larger input stays out of the first advance's message
 END_FIELDS = ["status", "result", "error", "finished_at", "next_wakeup_at", *LEASE_FIELDS]
 
 
-def end_notice(run: WorkflowRun, result: Any) -> str:
-    """The payload announcing that ``run`` ended: JSON naming its chain (the root's id), the
-    run and its status, and for a completed run its ``result`` (encoded, as stored) when the
-    payload has room, so that `result()` need not read the run again."""
-    return _notice(str(run.chain_root_id), str(run.id), run.status, result)
+def end_notice(run: WorkflowRun) -> str:
+    """The payload announcing that ``run`` ended: JSON naming its chain (the root's id) and
+    the run, nothing else. A hint to `result()`, which reads the run again when it hears
+    one: any database role may NOTIFY the channel, and any may LISTEN to it."""
+    return _notice(str(run.chain_root_id), str(run.id))
 
 
 # Stands for a chain's id in a notice whose statement fills it in (`_announce`): a UUID's
@@ -88,13 +88,15 @@ def end_notice(run: WorkflowRun, result: Any) -> str:
 _CHAIN = str(uuid.UUID(int=0))
 
 
-def _notice(chain: str, run_id: str, status: str, result: Any) -> str:
-    notice = {"chain": chain, "run": run_id, "status": status}
-    if status == RunStatus.COMPLETED:
-        whole = json.dumps(notice | {"result": result}, separators=(",", ":"))
-        if len(whole.encode()) <= NOTICE_MAX_BYTES:
-            return whole
-    return json.dumps(notice, separators=(",", ":"))
+def _notice(chain: str, run_id: str) -> str:
+    return json.dumps({"chain": chain, "run": run_id}, separators=(",", ":"))
+
+
+def _first(claim: RunClaim) -> bool:
+    """Whether ``claim`` is the basis of a run's first advance, which may come from its
+    message (`advance_run`'s ``started``) rather than a read: a hint, so the write that
+    commits it also checks it against the stored ``run_started`` event."""
+    return claim.optimistic and claim.revision == 1 and len(claim.history) == 1
 
 
 def _closed(events: list[Any]) -> bool:
@@ -149,7 +151,7 @@ class RunJournal(OrmBase):
         small: all the advance would read of a run that nothing else has touched yet."""
         payload = new.started_payload()
         if len(json.dumps(payload, separators=(",", ":"))) <= STARTED_MAX_CHARS:
-            dispatch.starts[new.run_id] = payload
+            dispatch.starts[new.run_id] = signed_start(new.run_id, payload)
 
     def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
         with self._atomic():
@@ -219,7 +221,7 @@ class RunJournal(OrmBase):
                 self._lock_run(claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
             if claim.optimistic:
-                if not self._unchanged(run, claim, now):
+                if not self._unchanged(run, claim, now) or not self._started_as_claimed(claim):
                     raise StaleClaim(claim.run_id)
             else:
                 self._check_lease(run, claim, now)
@@ -385,7 +387,7 @@ class RunJournal(OrmBase):
         in the chain's id. None for a step that does not end the run."""
         if activation.outcome not in FINAL:
             return None
-        notice = _notice(_CHAIN, claim.run_id, str(activation.outcome), activation.result)
+        notice = _notice(_CHAIN, claim.run_id)
         head = '{"chain":"'
         assert notice.startswith(head + _CHAIN)
         chain = connections[self.using].ops.quote_name("chain_root_id")
@@ -426,6 +428,9 @@ class RunJournal(OrmBase):
         fields = self._settle(run, activation, Now())
         params = [("revision", revision), ("last_seq", last_seq), ("park_reason", "")]
         params += [("status", status) for status in TERMINAL]
+        if _first(claim):  # its history may be a message's: the database must agree
+            params.append(("input", claim.history[0].payload))
+            return Guarded(run, fields, self._first_run_guard, params)
         return Guarded(run, fields, self._run_guard, params)
 
     @cached_property
@@ -438,6 +443,27 @@ class RunJournal(OrmBase):
             f" AND {quote('park_reason')} = %s AND {quote('status')} NOT IN ({live})"
             f" AND ({quote('lease_expires_at')} IS NULL OR {quote('lease_expires_at')} <= {{now}})"
         )
+
+    @cached_property
+    def _first_run_guard(self) -> str:
+        """`_run_guard` for a run's first advance (see `_first`): its stored ``run_started``
+        payload also equals the one the activation replayed (jsonb equality)."""
+        quote = connections[self.using].ops.quote_name
+        runs, events = quote(WorkflowRun._meta.db_table), quote(WorkflowEvent._meta.db_table)
+        return (
+            f"{self._run_guard} AND EXISTS (SELECT 1 FROM {events} e WHERE"
+            f" e.{quote('run_id')} = {runs}.{quote('id')} AND e.{quote('seq')} = 1"
+            f" AND e.{quote('payload')} = %s)"
+        )
+
+    def _started_as_claimed(self, claim: RunClaim) -> bool:
+        """Whether the run's stored ``run_started`` payload is the one ``claim`` holds (only
+        asked of a first advance, see `_first`; the locked path's `_first_run_guard`)."""
+        if not _first(claim):
+            return True
+        events = WorkflowEvent.objects.using(self.using)
+        first = events.filter(run__pk=claim.run_id, seq=1)
+        return first.filter(payload=claim.history[0].payload).exists()
 
     @staticmethod
     def _written(
@@ -540,7 +566,7 @@ class RunJournal(OrmBase):
             run.result, run.error, run.finished_at = result, error, now
             run.next_wakeup_at, run.lease_owner, run.lease_expires_at = None, "", None
             self.sql.update(run, END_FIELDS)
-        ends = self._loose_ends(run, notice=end_notice(run, result))  # wakes result()
+        ends = self._loose_ends(run, notice=end_notice(run))  # wakes result()
         self._close_open_work(run, ends)
         if run.parent_run_id:
             parent, _ = self._lock_run(run.parent_run_id)
@@ -689,6 +715,10 @@ class RunJournal(OrmBase):
                 and signals.filter(chain_root_id=root, name=name, dedupe_key=dedupe_key).exists()
             ):
                 return dispatch
+            limit = self.max_unread_signals()
+            unread = signals.filter(run_id=run.id, consumed_by__isnull=True)
+            if limit is not None and unread[:limit].count() >= limit:
+                raise mailbox_full(str(run.id), name, limit)
             signals.create(
                 run=run, chain_root_id=root, name=name, payload=payload, dedupe_key=dedupe_key
             )

@@ -19,7 +19,7 @@ from continuum_django import (
     RunNotFound,
     UnknownWorkflow,
 )
-from continuum_django.journal.runs import NOTICE_MAX_BYTES, end_notice
+from continuum_django.journal.runs import end_notice
 from continuum_django.models import Signal, WorkflowEvent, WorkflowRun
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
@@ -143,7 +143,7 @@ def test_bad_signal_contracts_are_refused_at_registration() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_result_takes_a_completed_run_s_result_from_the_notice_of_its_end() -> None:
+def test_result_reads_the_run_again_when_the_notice_of_its_end_wakes_it() -> None:
     run = wf.three_steps.start(4)
     sent: list[str] = []
 
@@ -162,23 +162,12 @@ def test_result_takes_a_completed_run_s_result_from_the_notice_of_its_end() -> N
         value = run.result(timeout=10)
     expected = {"value": 10, "text": "value is 10"}
     assert value == WorkflowRun.objects.get(pk=run.id).result == expected
-    # LISTEN, the one read of the run, UNLISTEN: the run was not read again once it ended.
-    assert [sql.split()[0] for sql in sent] == ["LISTEN", "SELECT", "UNLISTEN"]
+    # LISTEN, the read that found it pending, the read once woken (the notice is a hint).
+    assert [sql.split()[0] for sql in sent] == ["LISTEN", "SELECT", "SELECT", "UNLISTEN"]
 
 
-def test_the_notice_of_an_end_carries_a_result_only_when_it_fits() -> None:
+def test_the_notice_of_an_end_names_the_chain_and_the_run_only() -> None:
     run = wf.three_steps.start(1)
     stored = WorkflowRun.objects.get(pk=run.id)
-    stored.status = "completed"
-    notice = json.loads(end_notice(stored, {"ok": [1, 2]}))
-    ended = {"chain": run.id, "run": run.id, "status": "completed"}
-    assert notice == ended | {"result": {"ok": [1, 2]}}
-
-    large = "x" * NOTICE_MAX_BYTES  # the client reads the run instead
-    assert json.loads(end_notice(stored, large)) == ended
-    stored.status = "failed"
-    assert json.loads(end_notice(stored, None)) == {
-        "chain": run.id,
-        "run": run.id,
-        "status": "failed",
-    }
+    stored.status, stored.result = "completed", {"secret": "s3cr3t"}
+    assert json.loads(end_notice(stored)) == {"chain": run.id, "run": run.id}

@@ -22,6 +22,7 @@ from continuum_django.engine.journal import RunClaim
 from continuum_django.engine.local import new_run
 from continuum_django.journal.base import RUN_ENDED
 from continuum_django.journal.runs import end_notice
+from continuum_django.journal.starts import verified_start
 from continuum_django.models import ActivityTask, Timer, WorkflowEvent, WorkflowRun
 from continuum_django.worker import runtime
 from tests.testapp import workflows as wf
@@ -132,7 +133,9 @@ def test_each_step_commits_once() -> None:
 def created(definition: Any, *args: Any) -> tuple[str, dict[str, Any]]:
     """Start a run as `start()` does; its id and the payload its first message carries."""
     run_id, _, dispatch = runtime().journal.create_run(new_run(definition, args))
-    return run_id, dispatch.starts[run_id]
+    started = verified_start(run_id, dispatch.starts[run_id])
+    assert started is not None
+    return run_id, started
 
 
 def test_a_new_run_s_first_advance_starts_from_its_message_without_reading_it() -> None:
@@ -327,8 +330,9 @@ def test_a_last_step_in_one_statement_announces_the_end_as_the_probe_did() -> No
         listener.close()
     assert counts["statements"] == counts["one_statement"] + 2  # the two reads
     stored = WorkflowRun.objects.get(pk=run.id)
-    assert heard == [end_notice(stored, stored.result)]
-    assert json.loads(heard[0])["result"] == {"value": 6, "text": "value is 6"}
+    assert heard == [end_notice(stored)]
+    # Ids only: the result stays in the database, which `result()` reads.
+    assert json.loads(heard[0]) == {"chain": run.id, "run": run.id}
 
 
 @workflow(name="tests.step_path.first_of_two")
