@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -180,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
             while sends and sends[0][0] <= elapsed:
                 _, what, i = sends.pop(0)
                 if what == "cancel":
-                    retrying(f"cancel {i}", lambda i=i: cancel(ids[i], reason="soak"))
+                    retrying(f"cancel {i}", partial(cancel, ids[i], reason="soak"))
                     continue
                 try:
                     retrying(
                         f"signal {i}",
-                        lambda i=i: signal(ids[i], SIGNAL, {"i": i}, dedupe_key=f"go-{i}"),
+                        partial(signal, ids[i], SIGNAL, {"i": i}, dedupe_key=f"go-{i}"),
                     )
                 except RunNotActive:
                     if not sent[ids[i]]:

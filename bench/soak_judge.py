@@ -56,12 +56,12 @@ def judge(
         )
     verdict = Verdict()
     run_ok: dict[str, bool] = {}
-    for run_id, run in runs.items():
+    for rid, run in runs.items():
         before = sum(len(v) for v in verdict.defects.values())
-        check_history(verdict, run_id, run["status"], events[run_id])
+        check_history(verdict, rid, run["status"], events[rid])
         if run["parent_run_id"] is not None:
-            check_outcome(verdict, f"child {run_id}", run["status"], None, "completed", None)
-        run_ok[run_id] = sum(len(v) for v in verdict.defects.values()) == before
+            check_outcome(verdict, f"child {rid}", run["status"], None, "completed", None)
+        run_ok[rid] = sum(len(v) for v in verdict.defects.values()) == before
 
     successor = {
         str(r["continued_from_id"]): rid for rid, r in runs.items() if r["continued_from_id"]
