@@ -28,6 +28,9 @@ CONTINUUM = {
     "SWEEP_INTERVAL": 1.0,
     # A killed worker's runs and activities wait one lease before another worker takes them.
     "LEASE_SECONDS": 5.0,
-    "REDISPATCH_AFTER": 5.0,
+    # The sweep re-sends the hint for work due longer than this. Under the chaos the queue
+    # is often longer than that: every re-send then queues one more copy (see
+    # docs/reliability.md), so the soak waits 30 s before presuming a message lost.
+    "REDISPATCH_AFTER": 30.0,
     "WORKFLOW_MODULES": ["bench.soak_workflows"],
 }
