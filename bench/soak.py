@@ -216,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         fleet.stop()
     report.figure("soak.chaos_time", chaos_ended - chaos_began, "s")
-    report.figure("soak.kills", tally.kills, "kill -9")
-    report.figure("soak.broker_flushes", tally.flushes, "flushes")
-    report.figure("soak.postgres_restarts", tally.restarts, "restarts")
-    report.figure("soak.signals_sent", sum(sent.values()), "sends")
-    report.figure("soak.signal_repeats_refused", late[0], "sends after the run ended")
-    report.figure("soak.cancels_sent", sum(1 for i in range(args.runs) if cancelled(i)), "runs")
+    report.count("soak.kills", tally.kills, "kill -9")
+    report.count("soak.broker_flushes", tally.flushes, "flushes")
+    report.count("soak.postgres_restarts", tally.restarts, "restarts")
+    report.count("soak.signals_sent", sum(sent.values()), "sends")
+    report.count("soak.signal_repeats_refused", late[0], "sends after the run ended")
+    report.count("soak.cancels_sent", sum(1 for i in range(args.runs) if cancelled(i)), "runs")
     ok = judge(report, ids, sent, body_log, fleet.killed_pids, tally.restart_windows)
     if drained:
         report.figure("soak.time_to_drain", drain_seconds, "s after the last disruption")

@@ -108,14 +108,14 @@ def judge(
         if not killed_pids.intersection(pids) and not _near(stamps[key], restart_windows)
     ]  # fmt: skip
 
-    report.figure("soak.runs_in_journal", len(runs), "runs (seeded, children, successors)")
-    report.figure("soak.events", sum(len(v) for v in events.values()), "events")
+    report.count("soak.runs_in_journal", len(runs), "runs (seeded, children, successors)")
+    report.count("soak.events", sum(len(v) for v in events.values()), "events")
     report.figure("soak.completed_exactly_once", 100.0 * exactly_once / len(ids), "%")
     for kind, name in DEFECTS:
-        report.figure(name, verdict.count(kind), "")
-    report.figure("soak.activity_bodies", len(lines), "executions")
-    report.figure("soak.activity_reruns", len(extra), "commands whose body ran again")
-    report.figure("soak.activity_reruns_unexplained", len(unexplained), "commands")
+        report.count(name, verdict.count(kind))
+    report.count("soak.activity_bodies", len(lines), "executions")
+    report.count("soak.activity_reruns", len(extra), "commands whose body ran again")
+    report.count("soak.activity_reruns_unexplained", len(unexplained), "commands")
     for kind, details in verdict.defects.items():
         for detail in details[:5]:
             report.note(f"{kind}: {detail}")
