@@ -7,7 +7,7 @@ caught with hand-made rows (tests/bench/test_soak_check.py).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,9 +116,12 @@ def check_signals(
     sent: Iterable[SentSignal],
     rows: Sequence[SignalRow],
     received: Mapping[str, Sequence[int]],
+    live: Set[str] = frozenset(),
 ) -> None:
     """Each signal sent (however often, under one dedupe key) is stored once and received
-    once: ``received`` maps a chain root to the signal ids its signal_received events name."""
+    once: ``received`` maps a chain root to the signal ids its signal_received events name.
+    A chain in ``live`` (not drained) may not have taken its signal yet: that is reported
+    as ``unreceived_live``, not as lost."""
     stored: dict[tuple[str, str, str | None], list[SignalRow]] = defaultdict(list)
     for row in rows:
         stored[(row.chain_root, row.name, row.dedupe_key)].append(row)
@@ -132,7 +135,9 @@ def check_signals(
             verdict.add("duplicate_signal", f"{what}: stored {len(found)}x")
         for row in found:
             taken = list(received.get(signal.chain_root, ())).count(row.id)
-            if taken == 0 or not row.consumed:
+            if (taken == 0 or not row.consumed) and signal.chain_root in live:
+                verdict.add("unreceived_live", f"{what}: stored as {row.id}, run still live")
+            elif taken == 0 or not row.consumed:
                 verdict.add("lost_signal", f"{what}: stored as {row.id}, never received")
             elif taken > 1:
                 verdict.add("duplicate_signal", f"{what}: received {taken}x")

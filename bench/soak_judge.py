@@ -18,12 +18,15 @@ from .soak_check import (
 )
 from .soak_workflows import expected, is_flaky
 
+TERMINAL_STATUSES = {"completed", "failed", "cancelled", "continued"}
+
 DEFECTS = [
     ("seq_gap", "soak.seq_gaps"),
     ("duplicate_event", "soak.duplicate_events"),
     ("missing_event", "soak.missing_events"),
     ("terminal_mismatch", "soak.terminal_mismatches"),
     ("lost_signal", "soak.lost_signals"),
+    ("unreceived_live", "soak.signals_waiting_in_live_runs"),
     ("duplicate_signal", "soak.duplicate_signals"),
     ("wrong_status", "soak.wrong_status"),
     ("wrong_result", "soak.wrong_results"),
@@ -95,7 +98,8 @@ def judge(
         SentSignal(chain_root=root_of[run_id], name="go", dedupe_key=f"go-{ids.index(run_id)}")
         for run_id in sent
     ]
-    check_signals(verdict, wanted, signals, received)
+    live = {root_of[rid] for rid, r in runs.items() if r["status"] not in TERMINAL_STATUSES}
+    check_signals(verdict, wanted, signals, received, live)
 
     tasks = ActivityTask.objects.filter(activity="soak.flaky").values(
         "run_id", "command_id", "args"

@@ -124,3 +124,12 @@ def test_reruns_count_bodies_beyond_the_needed_ones() -> None:
         "killed": [11, 12],
         "flaky-killed": [14, 11, 15],
     }
+
+
+def test_a_signal_a_live_run_has_not_taken_yet_is_not_called_lost() -> None:
+    sent = [SentSignal(chain_root="a", name="go", dedupe_key="go-a")]
+    rows = [SignalRow(id=1, chain_root="a", name="go", dedupe_key="go-a", consumed=False)]
+    verdict = Verdict()
+    check_signals(verdict, sent, rows, {}, live={"a"})
+    assert (verdict.count("lost_signal"), verdict.count("unreceived_live")) == (0, 1)
+    assert not verdict.ok
