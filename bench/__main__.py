@@ -1,5 +1,7 @@
 """`python -m bench [--smoke]`: start what the benchmark needs, measure, print the figures.
 
+`python -m bench soak` runs the chaos soak instead (bench/soak.py).
+
 Every figure is the median of its repeats and every ratio compares figures measured in
 this same run. bench/README.md says how to read them.
 """
@@ -129,6 +131,11 @@ def _cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        from .soak import main as soak
+
+        return soak(argv[1:])
     began = time.monotonic()
     sizes = sizes_from(parse_args(argv))
     logs = Path(tempfile.mkdtemp(prefix="continuum-bench-"))

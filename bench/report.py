@@ -102,6 +102,12 @@ class Report:
         self.line(f"{name}: {_fmt(value)} {unit}{detail}")
         return value
 
+    def count(self, name: str, value: int, unit: str = "") -> int:
+        """A figure that is a count: printed as an integer."""
+        self.figures[name] = value
+        self.line(f"{name}: {value} {unit}".rstrip())
+        return value
+
     def median_figure(self, name: str, values: Sequence[float], unit: str) -> float:
         """The median of the repeats, printed with every repeat."""
         return self.figure(name, median(values), unit, values)

@@ -58,4 +58,4 @@ CELERY_TASK_IGNORE_RESULT = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Defaults, except no beat entry: a bench worker runs no beat, nothing here needs the sweep.
-CONTINUUM = {"BEAT": False}
+CONTINUUM: dict[str, object] = {"BEAT": False}

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -17,18 +18,27 @@ STOP_TIMEOUT = 30.0
 class Worker:
     """One `celery worker` (prefork) in its own process group, logging to a file."""
 
-    def __init__(self, concurrency: int, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        name: str = "",
+        settings: str = "bench.settings",
+        extra: Sequence[str] = (),
+    ) -> None:
         self.concurrency = concurrency
         self.log_path = log_path
         argv = [
             sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
-            "-Q", "continuum,celery", "-n", f"bench-{os.getpid()}@%h",
+            "-Q", "continuum,celery", "-n", f"{name or f'bench-{os.getpid()}'}@%h",
             "-c", str(concurrency), "-P", "prefork",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-l", os.environ.get("BENCH_WORKER_LOGLEVEL", "warning"),
+            "-l", os.environ.get("BENCH_WORKER_LOGLEVEL", "warning"), *extra,
         ]  # fmt: skip
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+        full_env["DJANGO_SETTINGS_MODULE"] = settings
         with log_path.open("ab") as log:
             self._popen = subprocess.Popen(
                 argv,
