@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from .health import record_sweep
 from .worker import runtime
 
 
@@ -25,5 +26,8 @@ def execute_activity(task_id: int) -> str:
 
 @shared_task(name="continuum.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
-    """Fire due timers, time out lost attempts and re-send lost messages; idempotent."""
-    return runtime().sweep()
+    """Fire due timers, time out lost attempts and re-send lost messages; idempotent.
+    Each sweep that finishes leaves its time and counts for ``continuum_health``."""
+    counts = runtime().sweep()
+    record_sweep(counts)
+    return counts
