@@ -86,8 +86,9 @@ def render_text(report: HealthReport) -> str:
     lines = [f"{report.status.upper()} at {when(report.checked_at)}"]
     lines += [f"  - {reason}" for reason in report.reasons]
     lines.append("")
+    oldest = report.oldest_live_run_at
     lines.append(
-        f"live runs: {report.live_runs} (oldest started {when(report.oldest_live_run_at)})"
+        f"live runs: {report.live_runs}" + (f" (oldest started {when(oldest)})" if oldest else "")
     )
     for status, n in sorted(report.runs_by_status.items()):
         lines.append(f"  {status:<26}{n:>8}")
@@ -115,19 +116,10 @@ def render_text(report: HealthReport) -> str:
     for reason, n in sorted(report.parked_by_reason.items()):
         lines.append(f"  parked: {reason:<18}{n:>8}")
     sweep = report.sweep
-    lines.append(
-        f"sweep: last ran {when(sweep.last_run_at)}"
-        + (
-            f" on {sweep.last_worker}, {sweep.runs_total} runs; last counts "
-            if sweep.runs_total
-            else ""
-        )
-        + (
-            ", ".join(f"{k} {v}" for k, v in sorted(sweep.last_counts.items()))
-            if sweep.runs_total
-            else ""
-        )
-    )
+    lines.append(f"sweep: last ran {when(sweep.last_run_at)}")
+    if sweep.runs_total:
+        counts = ", ".join(f"{name} {n}" for name, n in sorted(sweep.last_counts.items()))
+        lines.append(f"  on {sweep.last_worker}, {sweep.runs_total} sweeps; last: {counts}")
     workers = report.workers
     lines.append(
         f"workers: last beat {when(workers.last_seen)}"
