@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connections
 from django.db.models import Case, Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import Now
+from kombu.exceptions import OperationalError
 
 from ..conf import app_settings
 from ..models import ActivityTask, RunStatus, SweepRecord, TaskStatus, Timer, WorkflowRun
@@ -107,7 +108,13 @@ def health_report(
         overdue_timers=(Q(fire_at__lt=overdue), "fire_at"),
     )
     failing = _failing(tasks) if task_problems["failing_activities"].count else []
-    answers = None if inspect_workers is None else _active_queues(inspect_workers)
+    answers: dict[str, list[str]] | None = None
+    broker_error = ""
+    if inspect_workers is not None:
+        try:
+            answers = _active_queues(inspect_workers)
+        except OperationalError as exc:  # the broker is down or refuses us: say so
+            broker_error = str(exc) or type(exc).__name__
     report = HealthReport(
         status="ok",
         reasons=[],
@@ -124,7 +131,7 @@ def health_report(
         failing=failing,
         sweep=_sweep(using),
         workers=_workers(using, answers),
-        queues=_queues(tasks, answers),
+        queues=_queues(tasks, answers, broker_error),
     )
     found = reasons(report)
     return replace(report, status="degraded" if found else "ok", reasons=found)
@@ -231,10 +238,12 @@ def _active_queues(timeout: float) -> dict[str, list[str]]:
     return {worker: [queue["name"] for queue in queues] for worker, queues in answers.items()}
 
 
-def _queues(tasks: QuerySet[ActivityTask], answers: dict[str, list[str]] | None) -> Queues:
+def _queues(
+    tasks: QuerySet[ActivityTask], answers: dict[str, list[str]] | None, broker_error: str
+) -> Queues:
     needed = {app_settings().DEFAULT_QUEUE}
     if answers is None:
-        return Queues(needed=sorted(needed), without_consumer=None)
+        return Queues(needed=sorted(needed), without_consumer=None, broker_error=broker_error)
     needed.update(tasks.values_list("queue", flat=True).distinct())
     consumed = {queue for queues in answers.values() for queue in queues}
     return Queues(needed=sorted(needed), without_consumer=sorted(needed - consumed))

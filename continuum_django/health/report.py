@@ -77,7 +77,8 @@ class Workers:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Queues:
     needed: list[str]  # the default queue and the queues of open activity tasks
-    without_consumer: list[str] | None  # None: unknown (workers not inspected)
+    without_consumer: list[str] | None  # None: unknown (workers not inspected, or no broker)
+    broker_error: str = ""  # why the workers could not be asked, when they could not
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +168,10 @@ def reasons(report: HealthReport) -> list[str]:
         reasons.append(
             f"no worker seen for over {limits.worker_after:g}s (last beat {when(seen)}) "
             f"while {report.live_runs} run(s) are live"
+        )
+    if report.queues.broker_error:
+        reasons.append(
+            f"could not ask the workers through the broker: {report.queues.broker_error}"
         )
     if report.queues.without_consumer:
         reasons.append(f"queue(s) with no consumer: {', '.join(report.queues.without_consumer)}")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from celery import Celery, current_app
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.db.models.functions import Now
@@ -195,7 +196,11 @@ def test_json_report_parses_and_names_every_section(fleet: None) -> None:
     assert document["sweep"]["runs_total"] == 1
     assert document["sweep"]["last_counts"] == {"timers_fired": 0}
     assert document["workers"]["recent"] == ["w1@host"]
-    assert document["queues"] == {"needed": ["continuum"], "without_consumer": None}
+    assert document["queues"] == {
+        "needed": ["continuum"],
+        "without_consumer": None,
+        "broker_error": "",
+    }
     assert document["thresholds"]["overdue_after"] == 60.0
     assert dt.datetime.fromisoformat(document["checked_at"]).tzinfo is not None
 
@@ -218,6 +223,25 @@ def test_inspecting_workers_finds_queues_with_no_consumer(fleet: None, broker_ur
     assert report.workers.inspected == []
     assert report.queues.without_consumer == ["continuum", "payments"]
     assert report.reasons == ["queue(s) with no consumer: continuum, payments"]
+
+
+def test_a_broker_that_cannot_be_reached_is_reported(fleet: None) -> None:
+    previous = current_app._get_current_object()
+    down = Celery("down", set_as_current=True)
+    nowhere = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    down.conf.update(  # not broker_url: the environment's CELERY_BROKER_URL wins over it
+        broker_read_url=nowhere,
+        broker_write_url=nowhere,
+        broker_transport_options={"max_retries": 1},
+    )
+    try:
+        report = health_report(inspect_workers=0.5)
+    finally:
+        previous.set_current()
+    assert report.workers.inspected is None and report.queues.without_consumer is None
+    assert len(report.reasons) == 1
+    assert report.reasons[0].startswith("could not ask the workers through the broker: ")
+    assert "127.0.0.1:1" in report.queues.broker_error
 
 
 # -- the sweep's record ---------------------------------------------------------------
