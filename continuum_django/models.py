@@ -293,3 +293,18 @@ class WorkflowVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_name} v{self.version} ({self.version_hash})"
+
+
+class SweepRecord(models.Model):
+    """When the sweep last ran and what it did, for monitors: one row, upserted by each sweep."""
+
+    ONLY = 1  # the row's primary key: the journal's database keeps one record
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=ONLY, editable=False)
+    last_run_at = models.DateTimeField()
+    last_counts = models.JSONField(default=dict)
+    last_worker = models.CharField(max_length=255, blank=True)
+    runs_total = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"sweep last ran at {self.last_run_at} ({self.runs_total} runs)"

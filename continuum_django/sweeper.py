@@ -30,20 +30,28 @@ def sweep_exclusively() -> dict[str, int] | None:
 
     connection = connections[app_settings().DATABASE]
     if connection.vendor != "postgresql":
-        return runtime().sweep()
+        return _recorded(runtime().sweep())
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK])
         (held,) = cursor.fetchone()
     if not held:
         return None
     try:
-        return runtime().sweep()
+        return _recorded(runtime().sweep())
     finally:
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK])
         except Exception:
             connection.close()  # closing the session releases its locks too
+
+
+def _recorded(counts: dict[str, int]) -> dict[str, int]:
+    """Leave the sweep's time and counts where ``continuum_health`` and monitors read them."""
+    from .health import record_sweep
+
+    record_sweep(counts)
+    return counts
 
 
 class Sweeper(threading.Thread):

@@ -29,7 +29,8 @@ def execute_activity(task_id: int) -> str:
 @shared_task(name="continuum.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
     """Fire due timers, time out lost attempts and re-send lost messages; idempotent. Left to
-    the process already sweeping the database, if any (then the counts are empty)."""
+    the process already sweeping the database, if any (then the counts are empty). Each
+    sweep that runs leaves its time and counts for ``continuum_health``."""
     return sweep_exclusively() or {}
 
 

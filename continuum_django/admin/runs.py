@@ -16,6 +16,7 @@ from ..models import TERMINAL, ActivityTask, ParkReason, RunStatus, Timer, Workf
 from . import timeline
 from .actions import RunActions
 from .display import error_html, payload_html
+from .health import HealthPage
 
 OPEN_TASKS = ["scheduled", "running"]
 
@@ -75,7 +76,7 @@ def wait_reason(run: WorkflowRun) -> str:
     return prefix + "a signal or another event"
 
 
-class WorkflowRunAdmin(RunActions):
+class WorkflowRunAdmin(HealthPage, RunActions):
     list_display = [
         "short_id",
         "workflow_name",
