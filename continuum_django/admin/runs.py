@@ -22,7 +22,7 @@ from .display import error_html, payload_html, text_html
 from .paging import section
 
 OPEN_TASKS = ["scheduled", "running"]
-TIMELINE_EVENTS = 1000  # the timeline is drawn from at most this many first events
+TIMELINE_EVENTS = 2 * timeline.MAX_BARS  # enough events for the bars it draws, no more
 
 
 class ParkedFilter(admin.SimpleListFilter):
