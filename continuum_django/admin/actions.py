@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.filters import SimpleListFilter
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db.models import JSONField, QuerySet
 from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -50,6 +50,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        """A bulk action on ids that are not ids of this table (not UUIDs, say) is a 404."""
+        if not request.POST.get("select_across"):
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                try:
+                    self.opts.pk.to_python(value)
+                except ValidationError:
+                    raise Http404(f"{value!r} is not a {self.opts.verbose_name} id") from None
+        return super().response_action(request, queryset, *args, **kwargs)
 
     def declared_lookups(self, request: HttpRequest) -> set[str]:
         """The fields (and parameter names) the list's declared filters and dates use."""

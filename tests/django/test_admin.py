@@ -366,6 +366,26 @@ def test_action_urls_answer_404_for_malformed_or_unknown_ids(
 
 
 @pytest.mark.parametrize(
+    ("model", "action"),
+    [
+        ("workflowrun", "cancel_selected"),
+        ("workflowrun", "retry_selected"),
+        ("workflowrun", "release_selected_versions"),
+        ("workflowversion", "release_runs"),
+    ],
+)
+def test_bulk_actions_answer_404_for_malformed_ids(
+    admin_client: Client, model: str, action: str
+) -> None:
+    run = RunFactory(park_reason="drift")
+    selected = {"action": action, "_selected_action": [str(run.pk), "not-an-id"]}
+    response = admin_client.post(reverse(f"admin:continuum_{model}_changelist"), selected)
+    assert response.status_code == 404
+    run.refresh_from_db()
+    assert run.park_reason == "drift" and not run.cancel_requested
+
+
+@pytest.mark.parametrize(
     "model", ["workflowrun", "activitytask", "timer", "signal", "workflowversion"]
 )
 def test_change_and_history_pages_never_500_on_a_malformed_id(
