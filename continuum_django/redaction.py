@@ -1,7 +1,11 @@
-"""The redaction hook: ``CONTINUUM["REDACT"]`` hides secrets wherever payloads are displayed.
+"""The redaction hook: ``CONTINUUM["REDACT"]`` hides secrets wherever stored values are shown.
 
-The hook is a callable taking a decoded payload and returning what may be shown. It
-never changes what is stored, only what the admin (and other displays) print.
+The hook is a callable taking a value and returning what may be shown. It receives every
+value the admin shows or logs, each in its own shape: a decoded payload (input, result,
+attributes, arguments, heartbeat details, signal payloads, event payloads), an error as
+a dict (``{"type": ..., "message": ..., "traceback": ...}``), and free text (a park
+detail, a cancel reason, an operator's reason in the admin log) as a plain ``str``. It
+never changes what is stored, only what is printed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ def redact(value: Any) -> Any:
     """``value`` passed through the configured hook (unchanged when none is set)."""
     hook = redactor()
     return value if hook is None else hook(value)
+
+
+def redact_error(error: Any) -> Any:
+    """An error dict through the hook; whatever comes back that is not a dict is dropped."""
+    if not error:
+        return error
+    shown = redact(error)
+    return shown if isinstance(shown, dict) else {"type": "error", "message": str(shown)}
+
+
+def redact_text(text: str) -> str:
+    """Free text (park detail, cancel reason) through the hook, always as a string."""
+    if not text:
+        return text
+    return str(redact(text))
 
 
 def mask_keys(*keys: str) -> Callable[[Any], Any]:

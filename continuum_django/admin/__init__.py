@@ -1,8 +1,9 @@
 """The admin of continuum: runs with their history and actions; read-only journal tables.
 
 Rows are never edited here: every action goes through the engine (`client.cancel`,
-`client.signal`, `operations.retry_run`, `operations.release_version`), each behind its
-own permission (``continuum.cancel_run``, ``signal_run``, ``retry_run``, ``release_run``).
+`client.signal`, `operations.retry_run`, `versions.release`), each behind its own permission
+(``continuum.cancel_run``, ``signal_run``, ``retry_run``, ``release_run``) and each
+logged as a `LogEntry` on the runs it touched.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
 from ..models import ActivityTask, Signal, Timer, WorkflowRun, WorkflowVersion
-from ..operations import release_version
 from ..redaction import mask_keys
+from . import audit
 from .actions import ReadOnlyAdmin
 from .display import error_html, payload_html
 from .runs import WorkflowRunAdmin, link_to
@@ -48,8 +49,8 @@ class ActivityTaskAdmin(JournalTableAdmin):
     list_filter = ["status", "kind", "queue", "activity"]
     search_fields = ["run__id", "activity", "command_id"]
     list_select_related = ["run"]
-    readonly_fields = ["heartbeat", "last_error", "arguments"]
-    exclude = ["args", "kwargs", "heartbeat_details", "error"]
+    readonly_fields = ["heartbeat", "last_error", "arguments", "result_html"]
+    exclude = ["args", "kwargs", "heartbeat_details", "error", "result"]
 
     @admin.display(description="arguments")
     def arguments(self, task: ActivityTask) -> SafeString:
@@ -58,6 +59,10 @@ class ActivityTaskAdmin(JournalTableAdmin):
     @admin.display(description="heartbeat details")
     def heartbeat(self, task: ActivityTask) -> SafeString:
         return payload_html(task.heartbeat_details)
+
+    @admin.display(description="result")
+    def result_html(self, task: ActivityTask) -> SafeString:
+        return payload_html(task.result)
 
     @admin.display(description="error")
     def last_error(self, task: ActivityTask) -> SafeString:
@@ -100,8 +105,7 @@ class WorkflowVersionAdmin(JournalTableAdmin):
 
     @admin.action(permissions=["release"], description="Release runs parked on these versions")
     def release_runs(self, request: HttpRequest, queryset: QuerySet[WorkflowVersion]) -> None:
-        pairs = sorted(set(queryset.values_list("workflow_name", "version")))
-        count = sum(release_version(name, version) for name, version in pairs)
+        count = audit.release(request, queryset.values_list("workflow_name", "version"))
         self.message_user(request, f"Released {count} parked run(s).", messages.SUCCESS)
 
 

@@ -6,18 +6,37 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.contrib.admin.filters import SimpleListFilter
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
+from django.db.models import JSONField, QuerySet
+from django.db.models.constants import LOOKUP_SEP
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from .. import client
 from ..engine.exceptions import ContinuumError
 from ..models import TERMINAL, WorkflowRun
-from ..operations import release_version, retry_run
-from .forms import CancelForm, SignalForm
+from ..operations import retry_run
+from ..redaction import redact_text
+from . import audit
+from .forms import CancelForm, ReasonForm, SignalForm
+
+
+def touches_json(model: Any, lookup: str) -> bool:
+    """Whether a query-string lookup reads into a JSON field (of this or a related model)."""
+    for part in lookup.split(LOOKUP_SEP):
+        try:
+            field = model._meta.get_field(part)
+        except FieldDoesNotExist:
+            return False
+        if isinstance(field, JSONField):
+            return True
+        if not field.is_relation or field.related_model is None:
+            return False
+        model = field.related_model
+    return False
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -31,6 +50,40 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        """A bulk action on ids that are not ids of this table (not UUIDs, say) is a 404."""
+        if not request.POST.get("select_across"):
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                try:
+                    self.opts.pk.to_python(value)
+                except ValidationError:
+                    raise Http404(f"{value!r} is not a {self.opts.verbose_name} id") from None
+        return super().response_action(request, queryset, *args, **kwargs)
+
+    def declared_lookups(self, request: HttpRequest) -> set[str]:
+        """The fields (and parameter names) the list's declared filters and dates use."""
+        names = {self.date_hierarchy} if self.date_hierarchy else set()
+        for item in self.get_list_filter(request):
+            if isinstance(item, type) and issubclass(item, SimpleListFilter):
+                names.add(str(item.parameter_name))
+            else:
+                field = item[0] if isinstance(item, (list, tuple)) else item
+                names.add(str(field).split(LOOKUP_SEP, 1)[0])
+        return names
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        """Only the declared filters' lookups; never one into a JSON value.
+
+        Otherwise ``?payload__card_number__startswith=4`` lets a view-only user read a
+        redacted value one character at a time. Refused lookups answer 400.
+        """
+        first = lookup.split(LOOKUP_SEP, 1)[0]
+        if first not in self.declared_lookups(request) or touches_json(self.model, lookup):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
 
 class RunActions(ReadOnlyAdmin):
@@ -77,6 +130,7 @@ class RunActions(ReadOnlyAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "run": run,
+            "park_detail": redact_text(run.park_detail),
             "title": title,
             "form": form,
             "button": button,
@@ -84,25 +138,37 @@ class RunActions(ReadOnlyAdmin):
         }
         return TemplateResponse(request, "admin/continuum/workflowrun/action.html", context)
 
+    @staticmethod
+    def _posted(request: HttpRequest) -> Any:
+        """The form data of a POST (bound even when empty: every field may be optional)."""
+        return request.POST if request.method == "POST" else None
+
     def _done(self, run: WorkflowRun) -> HttpResponseRedirect:
         return HttpResponseRedirect(reverse("admin:continuum_workflowrun_change", args=[run.pk]))
 
     def _run(self, request: HttpRequest, object_id: str) -> WorkflowRun:
+        """The run of an action URL; 404 for an id that is not a run's (even not a UUID)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return get_object_or_404(WorkflowRun, pk=object_id)
+        run = self.get_object(request, unquote(object_id))  # None for a malformed id too
+        if run is None:
+            raise Http404(f"no run has the id {object_id!r}")
+        return run
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "cancel")
         run = self._run(request, object_id)
-        form = CancelForm(request.POST or None)
+        form = CancelForm(self._posted(request))
         if request.method == "POST" and form.is_valid():
+            terminate = form.cleaned_data["terminate"]
             reason = form.cleaned_data["reason"] or f"cancelled in the admin by {request.user}"
             try:
-                client.cancel(run.pk, reason=reason, terminate=form.cleaned_data["terminate"])
+                client.cancel(run.pk, reason=reason, terminate=terminate)
             except ContinuumError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
+                action = "Terminated" if terminate else "Cancellation requested"
+                self.log_change(request, run, audit.message(action, form.cleaned_data["reason"]))
                 self.message_user(request, f"Cancellation of run {run.pk} requested.")
             return self._done(run)
         return self._action_page(request, run, f"Cancel run {run.pk}", form, "Cancel the run")
@@ -118,6 +184,9 @@ class RunActions(ReadOnlyAdmin):
             except ContinuumError as exc:
                 form.add_error(None, str(exc))
             else:
+                key = f" (dedupe key {data['dedupe_key']!r})" if data["dedupe_key"] else ""
+                text = audit.message(f"Sent signal {data['name']!r}{key}", data["reason"])
+                self.log_change(request, run, text)
                 self.message_user(request, f"Signal {data['name']!r} sent to run {run.pk}.")
                 return self._done(run)
         return self._action_page(request, run, f"Send a signal to run {run.pk}", form, "Send")
@@ -125,25 +194,30 @@ class RunActions(ReadOnlyAdmin):
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "retry")
         run = self._run(request, object_id)
-        if request.method == "POST":
+        form = ReasonForm(self._posted(request))
+        if request.method == "POST" and form.is_valid():
             try:
                 retry_run(run.pk)
             except ContinuumError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
+                text = audit.message("Retried (unparked)", form.cleaned_data["reason"])
+                self.log_change(request, run, text)
                 self.message_user(request, f"Run {run.pk} unparked; a worker will replay it.")
             return self._done(run)
-        return self._action_page(request, run, f"Retry parked run {run.pk}", None, "Retry")
+        return self._action_page(request, run, f"Retry parked run {run.pk}", form, "Retry")
 
     def release_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "release")
         run = self._run(request, object_id)
         what = f"{run.workflow_name} v{run.workflow_version}"
-        if request.method == "POST":
-            count = release_version(run.workflow_name, run.workflow_version)
+        form = ReasonForm(self._posted(request))
+        if request.method == "POST" and form.is_valid():
+            pairs = [(run.workflow_name, run.workflow_version)]
+            count = audit.release(request, pairs, form.cleaned_data["reason"])
             self.message_user(request, f"Released {count} run(s) parked on {what}.")
             return self._done(run)
-        return self._action_page(request, run, f"Release runs of {what}", None, "Release")
+        return self._action_page(request, run, f"Release runs of {what}", form, "Release")
 
     # -- actions on selected runs --------------------------------------------------
 
@@ -165,32 +239,35 @@ class RunActions(ReadOnlyAdmin):
             return TemplateResponse(
                 request, "admin/continuum/workflowrun/cancel_selected.html", context
             )
+        terminate = form.cleaned_data["terminate"]
         reason = form.cleaned_data["reason"] or f"cancelled in the admin by {request.user}"
-        done = 0
+        done = []
         for run in queryset.exclude(status__in=TERMINAL):
             try:
-                client.cancel(run.pk, reason=reason, terminate=form.cleaned_data["terminate"])
-                done += 1
+                client.cancel(run.pk, reason=reason, terminate=terminate)
+                done.append(run)
             except ContinuumError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
-        self.message_user(request, f"Cancellation requested for {done} run(s).")
+        action = "Terminated" if terminate else "Cancellation requested"
+        audit.log_runs(request, done, audit.message(action, form.cleaned_data["reason"]))
+        self.message_user(request, f"Cancellation requested for {len(done)} run(s).")
         return None
 
     @admin.action(permissions=["retry"], description="Retry selected parked runs")
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
-        done = 0
+        done = []
         for run in queryset.live().parked():  # type: ignore[attr-defined]
             try:
                 retry_run(run.pk)
-                done += 1
+                done.append(run)
             except ContinuumError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
-        self.message_user(request, f"{done} parked run(s) unparked.")
+        audit.log_runs(request, done, audit.message("Retried (unparked)"))
+        self.message_user(request, f"{len(done)} parked run(s) unparked.")
 
     @admin.action(permissions=["release"], description="Release runs of the selected versions")
     def release_selected_versions(
         self, request: HttpRequest, queryset: QuerySet[WorkflowRun]
     ) -> None:
-        pairs = sorted(set(queryset.values_list("workflow_name", "workflow_version")))
-        count = sum(release_version(name, version) for name, version in pairs)
+        count = audit.release(request, queryset.values_list("workflow_name", "workflow_version"))
         self.message_user(request, f"Released {count} run(s) parked on an unknown version.")

@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from ..engine import codec
-from ..redaction import redact
+from ..redaction import redact, redact_error, redact_text
 
 PAYLOAD_LIMIT = 2000
 EMPTY = mark_safe('<span class="cn-muted">—</span>')
@@ -39,7 +39,8 @@ def payload_html(value: Any, limit: int = PAYLOAD_LIMIT) -> SafeString:
 
 
 def error_html(error: dict[str, Any] | None) -> SafeString:
-    """An error payload: its type and message, and the traceback folded away."""
+    """An error payload, redacted: its type and message, and the traceback folded away."""
+    error = redact_error(error)
     if not error:
         return EMPTY
     message = truncate(str(error.get("message", "")), 1000)
@@ -52,3 +53,10 @@ def error_html(error: dict[str, Any] | None) -> SafeString:
         head,
         truncate(traceback, 8000),
     )
+
+
+def text_html(text: str, limit: int = PAYLOAD_LIMIT) -> SafeString:
+    """Free text (a park detail), redacted, truncated and escaped in a ``<pre>`` block."""
+    if not text:
+        return EMPTY
+    return format_html('<pre class="cn-payload">{}</pre>', truncate(redact_text(text), limit))

@@ -1,4 +1,4 @@
-"""Forms of the run actions: cancel with a reason, send a signal with a JSON payload."""
+"""Forms of the run actions: each takes an optional reason for the admin log."""
 
 from __future__ import annotations
 
@@ -11,10 +11,28 @@ from ..engine.definitions import WorkflowDefinition, registry
 from ..engine.exceptions import UnknownWorkflow
 from ..models import WorkflowRun
 
+LOGGED = "Optional: recorded with your name in the admin log (the run's HISTORY button)."
+
+
+def reason_field(help_text: str = LOGGED) -> forms.CharField:
+    return forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.TextInput(attrs={"size": 60}),
+        help_text=help_text,
+    )
+
+
+class ReasonForm(forms.Form):
+    """Retry and release: nothing to choose but why."""
+
+    reason = reason_field()
+
 
 class CancelForm(forms.Form):
-    reason = forms.CharField(
-        max_length=500, required=False, widget=forms.TextInput(attrs={"size": 60})
+    reason = reason_field(
+        "Optional: journaled with the cancellation (the workflow sees it) and recorded "
+        "with your name in the admin log."
     )
     terminate = forms.BooleanField(
         required=False,
@@ -46,6 +64,7 @@ class SignalForm(forms.Form):
         required=False,
         help_text="Optional: a signal with a key already delivered to this run is dropped.",
     )
+    reason = reason_field()
 
     def __init__(self, *args: Any, run: WorkflowRun, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

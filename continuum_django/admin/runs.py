@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -13,12 +15,15 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..models import TERMINAL, ActivityTask, ParkReason, RunStatus, Timer, WorkflowRun
+from ..redaction import redact
 from . import timeline
 from .actions import RunActions
-from .display import error_html, payload_html
+from .display import error_html, payload_html, text_html
 from .health import HealthPage
+from .paging import section
 
 OPEN_TASKS = ["scheduled", "running"]
+TIMELINE_EVENTS = 2 * timeline.MAX_BARS  # enough events for the bars it draws, no more
 
 
 class ParkedFilter(admin.SimpleListFilter):
@@ -88,8 +93,11 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         "updated_at",
     ]
     list_filter = ["status", ParkedFilter, "workflow_name", "namespace", "workflow_version"]
-    search_fields = ["id", "idempotency_key", "attributes"]
-    search_help_text = "Run id, idempotency key, or a value of the run's attributes."
+    search_fields = ["id", "idempotency_key"]
+    search_help_text = (
+        "A run id (or part of one) or an idempotency key; key=value finds runs whose "
+        "attribute key equals value (not for attributes the redaction hook hides)."
+    )
     date_hierarchy = "created_at"
     list_per_page = 50
     show_full_result_count = False
@@ -114,7 +122,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
                 "fields": [
                     ("lease_owner", "lease_token", "lease_expires_at"),
                     ("next_wakeup_at", "cancel_requested", "revision"),
-                    ("park_reason", "park_detail"),
+                    ("park_reason", "park_detail_html"),
                 ]
             },
         ),
@@ -157,6 +165,14 @@ class WorkflowRunAdmin(HealthPage, RunActions):
     def waiting_for(self, run: WorkflowRun) -> str:
         return wait_reason(run) or "—"
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[WorkflowRun], search_term: str
+    ) -> tuple[QuerySet[WorkflowRun], bool]:
+        key, equals, value = search_term.partition("=")
+        if equals and key.strip() and not key.strip().count(" "):
+            return attribute_search(queryset, key.strip(), value.strip()), False
+        return super().get_search_results(request, queryset, search_term)
+
     # -- the run page ------------------------------------------------------------
 
     @admin.display(description="attributes")
@@ -170,6 +186,10 @@ class WorkflowRunAdmin(HealthPage, RunActions):
     @admin.display(description="result")
     def result_html(self, run: WorkflowRun) -> SafeString:
         return payload_html(run.result)
+
+    @admin.display(description="park detail")
+    def park_detail_html(self, run: WorkflowRun) -> SafeString:
+        return text_html(run.park_detail)
 
     @admin.display(description="last error")
     def error_html(self, run: WorkflowRun) -> SafeString:
@@ -204,21 +224,30 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         run = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if run is not None:
-            events = list(run.events.order_by("seq"))
-            now = timezone.now()
+            events = section(request, run.events.order_by("seq"), "events", "history")
+            tasks = section(request, run.activity_tasks.order_by("id"), "tasks", "activity-tasks")
+            timers = section(request, run.timers.order_by("fire_at", "id"), "timers", "timers")
+            signals = section(
+                request,
+                run.signals.select_related("consumed_by").order_by("id"),
+                "signals",
+                "signals",
+            )
             context.update(
                 run=run,
-                events=[(event, payload_html(event.payload)) for event in events],
-                timeline=timeline.svg(events, now, run.is_terminal),
+                events_section=events,
+                events=[(event, payload_html(event.payload)) for event in events.page],
+                tasks_section=tasks,
                 tasks=[
                     (task, payload_html(task.heartbeat_details, 500), error_html(task.error))
-                    for task in self._tasks(run)
+                    for task in self._short_names(tasks.page)
                 ],
-                timers=list(run.timers.order_by("fire_at", "id")),
-                signals=[
-                    (signal, payload_html(signal.payload, 500))
-                    for signal in run.signals.select_related("consumed_by").order_by("id")
-                ],
+                timers_section=timers,
+                timers=list(timers.page),
+                signals_section=signals,
+                signals=[(signal, payload_html(signal.payload, 500)) for signal in signals.page],
+                timeline_events=TIMELINE_EVENTS,
+                timeline=self._timeline(run, events.count),
                 can_cancel=not run.is_terminal and self.has_cancel_permission(request),
                 can_signal=not run.is_terminal and self.has_signal_permission(request),
                 can_retry=bool(run.park_reason)
@@ -231,8 +260,36 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         return super().change_view(request, object_id, form_url, context)
 
     @staticmethod
-    def _tasks(run: WorkflowRun) -> list[ActivityTask]:
-        tasks = list(run.activity_tasks.order_by("id"))
+    def _short_names(rows: Any) -> list[ActivityTask]:
+        tasks: list[ActivityTask] = list(rows)
         for task in tasks:
             task.short_name = task.activity.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
         return tasks
+
+    @staticmethod
+    def _timeline(run: WorkflowRun, count: int) -> SafeString:
+        """The timeline of the first `TIMELINE_EVENTS` events: bounded however long the run.
+
+        Cut short, it ends at the last event drawn and leaves later-ending bars open."""
+        events = list(run.events.order_by("seq")[:TIMELINE_EVENTS])
+        if count > len(events):
+            return timeline.svg(events, events[-1].created_at, finished=False)
+        return timeline.svg(events, timezone.now(), run.is_terminal)
+
+
+def attribute_search(
+    queryset: QuerySet[WorkflowRun], key: str, value: str
+) -> QuerySet[WorkflowRun]:
+    """Runs whose attribute ``key`` equals ``value`` (as text, or as the JSON it spells).
+
+    A pair the redaction hook would change is never searched: a search that answers
+    "found" or "not found" would reveal a hidden value one guess at a time."""
+    candidates: list[Any] = [value]
+    with contextlib.suppress(ValueError):
+        candidates.append(json.loads(value))
+    wanted = Q(pk__in=[])
+    for candidate in candidates:
+        pair = {key: candidate}
+        if redact(pair) == pair:
+            wanted |= Q(attributes__contains=pair)
+    return queryset.filter(wanted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +97,8 @@ def test_changelist_shows_runs_in_every_state(
         ("parked=unknown_version", ["unknown_version"], ["drift"]),
         ("workflow_name=tests.waiter", ["suspended"], ["completed"]),
         ("namespace=default", ["pending", "completed"], []),
-        ("q=zz-9", ["pending"], ["completed"]),  # an attribute value
+        ("q=customer=zz-9", ["pending"], ["completed"]),  # an attribute key=value
+        ("q=zz-9", [], ["pending"]),  # search never reads into attribute values
     ],
 )
 def test_filters_and_search(
@@ -171,16 +173,18 @@ def test_payloads_are_escaped_truncated_and_redacted(admin_client: Client) -> No
     assert "x" * 5000 not in html and "more characters)" in html
 
 
-def test_run_page_with_500_events_takes_a_fixed_number_of_queries(
+def test_run_page_with_501_events_shows_a_page_of_200_in_fixed_queries(
     admin_client: Client, django_assert_max_num_queries: Callable[..., Any]
 ) -> None:
     run = RunFactory(status="suspended")
     long_history(run, 250)
     TaskFactory.create_batch(20, run=run, status="completed", attempt=1)
     admin_client.get(page(run.id))  # warm the session and permission caches
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(16):
         response = admin_client.get(page(run.id))
-    assert response.content.decode().count('class="cn-event ') == 501
+    html = response.content.decode()
+    assert html.count('class="cn-event ') == 200
+    assert "History (501 events)" in html and "Rows 1\u2013200 of 501" in html
 
 
 def test_changelist_takes_a_fixed_number_of_queries(
@@ -346,3 +350,175 @@ def test_rows_are_read_only(admin_client: Client, runs_in_every_state: dict[str,
         listing = admin_client.get(reverse(f"admin:continuum_{model}_changelist"))
         assert listing.status_code == 200, model
         assert admin_client.get(reverse(f"admin:continuum_{model}_add")).status_code == 403
+
+
+# -- hygiene: bad ids, the admin log, bounded pages --------------------------------
+
+
+@pytest.mark.parametrize("action", ["cancel", "signal", "retry", "release"])
+@pytest.mark.parametrize("run_id", ["not-a-uuid", "1", "00000000-0000-0000-0000-000000000000"])
+def test_action_urls_answer_404_for_malformed_or_unknown_ids(
+    admin_client: Client, action: str, run_id: str
+) -> None:
+    url = reverse("admin:continuum_workflowrun_changelist") + f"{run_id}/{action}/"
+    assert admin_client.get(url).status_code == 404
+    assert admin_client.post(url, {"reason": "x", "name": "go"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("model", "action"),
+    [
+        ("workflowrun", "cancel_selected"),
+        ("workflowrun", "retry_selected"),
+        ("workflowrun", "release_selected_versions"),
+        ("workflowversion", "release_runs"),
+    ],
+)
+def test_bulk_actions_answer_404_for_malformed_ids(
+    admin_client: Client, model: str, action: str
+) -> None:
+    run = RunFactory(park_reason="drift")
+    selected = {"action": action, "_selected_action": [str(run.pk), "not-an-id"]}
+    response = admin_client.post(reverse(f"admin:continuum_{model}_changelist"), selected)
+    assert response.status_code == 404
+    run.refresh_from_db()
+    assert run.park_reason == "drift" and not run.cancel_requested
+
+
+@pytest.mark.parametrize(
+    "model", ["workflowrun", "activitytask", "timer", "signal", "workflowversion"]
+)
+def test_change_and_history_pages_never_500_on_a_malformed_id(
+    admin_client: Client, model: str
+) -> None:
+    for view in ["change", "history"]:
+        url = reverse(f"admin:continuum_{model}_changelist") + f"not-an-id/{view}/"
+        assert admin_client.get(url).status_code in (302, 404), (model, view)
+
+
+def history_messages(client: Client, run_id: Any) -> str:
+    response = client.get(reverse("admin:continuum_workflowrun_history", args=[run_id]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_every_run_page_action_is_logged_with_user_and_reason(
+    staff: Callable[..., Client],
+) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    operator = staff("cancel_run", "signal_run", "retry_run", "release_run")
+    waiting = wf.waiter.start()
+    drive(waiting)
+    form = {"name": "go", "payload": '"now"', "reason": "ticket 12"}
+    assert operator.post(action_url("signal", waiting.id), form).status_code == 302
+    cancel = {"reason": "customer asked"}
+    assert operator.post(action_url("cancel", waiting.id), cancel).status_code == 302
+    drifted = RunFactory(park_reason="drift")
+    assert operator.post(action_url("retry", drifted.id), {"reason": "fixed"}).status_code == 302
+    parked = RunFactory(park_reason="unknown_version", workflow_version=7)
+    assert operator.post(action_url("release", parked.id), {}).status_code == 302
+
+    entries = {
+        (str(e.object_id), e.user.username, e.change_message)
+        for e in LogEntry.objects.select_related("user")
+    }
+    user = "staff-cancel_run-signal_run-retry_run-release_run"
+    assert entries == {
+        (waiting.id, user, "Sent signal 'go'. Reason: ticket 12"),
+        (waiting.id, user, "Cancellation requested. Reason: customer asked"),
+        (str(drifted.id), user, "Retried (unparked). Reason: fixed"),
+        (str(parked.id), user, "Released from version tests.three_steps v7."),
+    }
+    html = history_messages(operator, waiting.id)
+    assert "Sent signal &#x27;go&#x27;. Reason: ticket 12" in html
+    assert "Cancellation requested. Reason: customer asked" in html and user in html
+
+
+def test_bulk_actions_are_logged_on_each_run(staff: Callable[..., Client]) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    operator = staff("cancel_run", "retry_run", "release_run")
+    runs = [wf.sleeper.start(3600) for _ in range(2)]
+    for run in runs:
+        drive(run)
+    data = {"action": "cancel_selected", "_selected_action": [r.id for r in runs]}
+    operator.post(CHANGELIST, {**data, "apply": "1", "reason": "bulk", "terminate": "on"})
+    drifted = RunFactory(park_reason="drift")
+    operator.post(CHANGELIST, {"action": "retry_selected", "_selected_action": [drifted.id]})
+    parked = RunFactory(park_reason="unknown_version", workflow_version=7)
+    release = {"action": "release_selected_versions", "_selected_action": [parked.id]}
+    operator.post(CHANGELIST, release)
+    logged = sorted(LogEntry.objects.values_list("object_id", "change_message"))
+    assert logged == sorted(
+        [(r.id, "Terminated. Reason: bulk") for r in runs]
+        + [(str(drifted.id), "Retried (unparked).")]
+        + [(str(parked.id), "Released from version tests.three_steps v7.")]
+    )
+
+
+def test_version_list_release_is_logged_on_the_released_runs(admin_client: Client) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    from continuum_django.models import WorkflowVersion
+
+    parked = RunFactory(park_reason="unknown_version", workflow_version=3)
+    version = WorkflowVersion.objects.create(
+        workflow_name="tests.three_steps", version=3, version_hash="abc"
+    )
+    url = reverse("admin:continuum_workflowversion_changelist")
+    admin_client.post(url, {"action": "release_runs", "_selected_action": [version.pk]})
+    parked.refresh_from_db()
+    assert parked.park_reason == ""
+    entry = LogEntry.objects.get()
+    assert (entry.object_id, entry.user.username) == (str(parked.id), "admin")
+
+
+def bulk_events(run: WorkflowRun, count: int) -> None:
+    start = timezone.now()
+    rows = [
+        WorkflowEvent(
+            run=run,
+            seq=n,
+            type="side_effect",
+            command_id=f"{n}:side_effect",
+            payload={"value": n},
+            created_at=start + dt.timedelta(milliseconds=n),
+        )
+        for n in range(1, count + 1)
+    ]
+    WorkflowEvent.objects.bulk_create(rows, batch_size=5000)
+    run.last_seq = count
+    run.save(update_fields=["last_seq"])
+
+
+def test_a_100k_event_run_page_is_bounded_in_size_and_queries(
+    admin_client: Client, django_assert_max_num_queries: Callable[..., Any]
+) -> None:
+    run = RunFactory(status="suspended")
+    bulk_events(run, 100_000)
+    admin_client.get(page(run.id))  # warm the session and permission caches
+    with django_assert_max_num_queries(16):
+        response = admin_client.get(page(run.id))
+    html = response.content.decode()
+    assert len(response.content) < 400_000
+    assert "History (100000 events)" in html
+    assert html.count('class="cn-event ') == 200
+    assert "Drawn from the first 600 of 100000 events." in html
+
+    last = admin_client.get(page(run.id), {"events": "500"}).content.decode()
+    assert ">100000</td>" in last and ">99800</td>" not in last and ">99801</td>" in last
+    assert admin_client.get(page(run.id), {"events": "nonsense"}).status_code == 200
+
+
+def test_run_page_sections_page_through_with_links_that_keep_the_others(
+    admin_client: Client,
+) -> None:
+    run = RunFactory(status="suspended")
+    long_history(run, 150)  # 301 events: two pages
+    TaskFactory.create_batch(201, run=run, status="completed", attempt=1)
+    html = admin_client.get(page(run.id), {"tasks": "2"}).content.decode()
+    assert "Activity tasks (201)" in html and "Rows 201\u2013201 of 201" in html
+    assert 'href="?tasks=2&amp;events=2#history"' in html  # the tasks page is kept
+    second = admin_client.get(page(run.id), {"events": "2"}).content.decode()
+    assert second.count('class="cn-event ') == 101 and ">301</td>" in second

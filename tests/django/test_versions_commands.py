@@ -13,6 +13,7 @@ import pytest
 from continuum_django.models import WorkflowRun
 from tests.conftest import REPO_ROOT, _test_database_url
 from tests.contract.conftest import OrmHarness
+from tests.factories import RunFactory
 from tests.testapp import versioned
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,3 +91,41 @@ def test_usage_errors_exit_2() -> None:
     status, _, err = versions_command("replay-check", "--limit", "0")
     assert status == 2 and "positive integer" in err
     assert versions_command("no-such-action")[0] == 2
+
+
+def parked_ids() -> set[str]:
+    parked = WorkflowRun.objects.filter(park_reason="unknown_version")
+    return {str(run_id) for run_id in parked.values_list("id", flat=True)}
+
+
+def test_release_dry_run_lists_the_runs_and_writes_nothing() -> None:
+    mine = RunFactory.create_batch(
+        2, park_reason="unknown_version", workflow_name="tests.a", workflow_version=2
+    )
+    other = RunFactory(park_reason="unknown_version", workflow_name="tests.b")
+    RunFactory(park_reason="drift", workflow_name="tests.a", workflow_version=2)
+    before = list(WorkflowRun.objects.order_by("id").values())
+
+    status, out, err = versions_command(
+        "release", "--workflow", "tests.a", "--version", "2", "--dry-run", "--format", "json"
+    )
+    assert status == 0, err
+    assert set(json.loads(out)["would_release"]) == {str(r.id) for r in mine}
+    status, out, err = versions_command("release", "--dry-run")  # every workflow: no --yes needed
+    assert status == 0, err
+    assert "would release 3 parked run(s)" in out and str(other.id) in out
+    assert list(WorkflowRun.objects.order_by("id").values()) == before
+
+
+def test_release_of_every_workflow_needs_yes() -> None:
+    runs = [RunFactory(park_reason="unknown_version", workflow_name=f"tests.{n}") for n in "ab"]
+    status, _, err = versions_command("release")
+    assert status == 2 and "--yes" in err and "--dry-run" in err and "--workflow" in err
+    assert parked_ids() == {str(r.id) for r in runs}
+
+    status, out, err = versions_command("release", "--workflow", "tests.a")
+    assert status == 0 and "released 1 parked run(s)" in out, err
+    assert parked_ids() == {str(runs[1].id)}
+    status, out, err = versions_command("release", "--yes")
+    assert status == 0 and "released 1 parked run(s)" in out, err
+    assert parked_ids() == set()

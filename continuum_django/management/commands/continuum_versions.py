@@ -15,6 +15,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from continuum_django import retention, versions
+from continuum_django.conf import app_settings
+from continuum_django.models import ParkReason, WorkflowRun
 
 HELP = {
     "list": "versions known: in this code, registered by workers, used by live runs",
@@ -62,10 +64,6 @@ class Command(BaseCommand):
                 sub.add_argument(
                     "--limit", type=_positive, help="check at most N runs, oldest first"
                 )
-            if name == "release":
-                sub.add_argument(
-                    "--version", type=_positive, help="only runs of this version (needs --workflow)"
-                )
             if name == "gc":
                 sub.add_argument("--dry-run", action="store_true", help="delete nothing")
                 sub.add_argument(
@@ -73,6 +71,20 @@ class Command(BaseCommand):
                     type=_positive,
                     default=86400,
                     help="seconds since a worker last registered the row (default 86400)",
+                )
+            if name == "release":
+                sub.add_argument(
+                    "--version", type=_positive, help="only runs of this version (needs --workflow)"
+                )
+                sub.add_argument(
+                    "--dry-run",
+                    action="store_true",
+                    help="list the runs that would be released; write nothing",
+                )
+                sub.add_argument(
+                    "--yes",
+                    action="store_true",
+                    help="confirm releasing the parked runs of every workflow (no --workflow)",
                 )
 
     def handle(self, *args: Any, action: str, format: str, **options: Any) -> None:
@@ -102,18 +114,49 @@ class Command(BaseCommand):
             )
             self._out(format, {"dry_run": options["dry_run"], "collected": rows}, text)
         else:
-            if options["version"] is not None and options["workflow"] is None:
-                raise CommandError("--version needs --workflow", returncode=2)
-            released = versions.release(
-                options["workflow"], options["version"], by="continuum_versions release"
+            self._release(format, options["workflow"], options["version"], options)
+
+    def _release(
+        self, format: str, workflow: str | None, version: int | None, options: dict[str, Any]
+    ) -> None:
+        if version is not None and workflow is None:
+            raise CommandError("--version needs --workflow", returncode=2)
+        if options["dry_run"]:
+            would = _parked(workflow, version)
+            text = f"would release {len(would)} parked run(s) (dry run: nothing written)"
+            self._out(format, {"would_release": would, "dry_run": True}, _ids(text, would))
+            return
+        if workflow is None and not options["yes"]:
+            raise CommandError(
+                "release with no --workflow unparks the runs of every workflow at once: "
+                "name one with --workflow W [--version V], see them first with --dry-run, "
+                "or confirm with --yes",
+                returncode=2,
             )
-            text = f"released {len(released)} parked run(s)" + "".join(
-                f"\n  {run_id}" for run_id in released
-            )
-            self._out(format, {"released": released}, text)
+        released = versions.release(workflow, version, by="continuum_versions release")
+        self._out(
+            format,
+            {"released": released},
+            _ids(f"released {len(released)} parked run(s)", released),
+        )
 
     def _out(self, format: str, document: dict[str, Any], text: str) -> None:
         self.stdout.write(json.dumps(document, indent=2) if format == "json" else text)
+
+
+def _parked(workflow: str | None, version: int | None) -> list[str]:
+    """Ids of the live runs parked on an unknown version that ``release`` would unpark."""
+    runs = WorkflowRun.objects.using(app_settings().DATABASE).live()
+    runs = runs.filter(park_reason=ParkReason.UNKNOWN_VERSION)
+    if workflow is not None:
+        runs = runs.filter(workflow_name=workflow)
+    if version is not None:
+        runs = runs.filter(workflow_version=version)
+    return [str(run_id) for run_id in runs.order_by("created_at").values_list("id", flat=True)]
+
+
+def _ids(head: str, run_ids: list[str]) -> str:
+    return head + "".join(f"\n  {run_id}" for run_id in run_ids)
 
 
 def _list_text(found: list[versions.KnownVersion]) -> str:
