@@ -16,7 +16,7 @@ class ContinuumConfig(AppConfig):
 
     def ready(self) -> None:
         from . import (
-            checks,  # noqa: F401 - registers the system checks
+            checks,  # registers the system checks; see note_startup_workflows below
             worker,  # noqa: F401 - connects the Celery worker hooks (versions)
         )
         from .conf import app_settings
@@ -27,6 +27,7 @@ class ContinuumConfig(AppConfig):
         else:
             for module in conf.WORKFLOW_MODULES:
                 import_module(module)
+        checks.note_startup_workflows()
         if conf.BEAT:
             install_beat_entry(float(conf.SWEEP_INTERVAL), conf.DEFAULT_QUEUE)
 

@@ -111,3 +111,104 @@ def check_journal_database_deploy(
 ) -> list[checks.CheckMessage]:
     """``manage.py check --deploy`` always warns about a journal on SQLite."""
     return [_sqlite_warning("(manage.py check --deploy)")] if _journal_on_sqlite() else []
+
+
+def celery_app_problem() -> str | None:
+    """What is wrong when continuum's tasks would be sent by Celery's fallback app, or None.
+
+    A Django project's Celery app becomes the current one when the module that creates it
+    is imported; when nothing imports it, Celery makes up a default app that knows neither
+    the project's settings nor its broker and sends to ``amqp://localhost``.
+    """
+    from celery import current_app
+
+    # Celery's fallback app is the only one called "default" and created without fix-ups.
+    if current_app.main != "default" or getattr(current_app, "fixups", None):
+        return None
+    return (
+        "No Celery app is loaded: continuum's tasks would be sent by Celery's default app, "
+        "which ignores the CELERY_* settings and sends to a broker on localhost."
+    )
+
+
+CELERY_APP_FIX = (
+    "Create the project's Celery app in <project>/celery.py and import it in the project "
+    "package's __init__.py (`from .celery import app as celery_app`), as Celery's 'First "
+    "steps with Django' guide shows, so that it is loaded whenever Django is"
+)
+
+
+@checks.register("continuum")
+def check_celery_app(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """continuum.E020: the project's Celery app is never imported."""
+    problem = celery_app_problem()
+    if problem is None:
+        return []
+    return [checks.Error(problem, hint=CELERY_APP_FIX, id="continuum.E020")]
+
+
+@checks.register("continuum", checks.Tags.database)
+def check_sqlite_transaction_mode(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """continuum.E021: a journal on SQLite must take its write lock when a transaction begins."""
+    if not _journal_on_sqlite():
+        return []
+    alias = app_settings().DATABASE
+    mode = (settings.DATABASES[alias].get("OPTIONS") or {}).get("transaction_mode")
+    if str(mode).upper() == "IMMEDIATE":
+        return []
+    return [
+        checks.Error(
+            f"The continuum journal is on SQLite (database {alias!r}) whose transactions "
+            f"are not IMMEDIATE (transaction_mode is {mode!r}): concurrent writers fail with "
+            "'database is locked' instead of waiting for each other.",
+            hint=(
+                f"add 'transaction_mode': 'IMMEDIATE' (and a 'timeout' in seconds, e.g. 20) "
+                f"to DATABASES[{alias!r}]['OPTIONS'], or use PostgreSQL"
+            ),
+            id="continuum.E021",
+        )
+    ]
+
+
+# The workflows registered when the app registry became ready: the ones every process of
+# the project, workers included, has. Set by `ContinuumConfig.ready`.
+_at_startup: frozenset[tuple[str, int]] | None = None
+
+
+def note_startup_workflows() -> None:
+    """Remember the workflows registered by Django's start-up (models and workflow modules)."""
+    global _at_startup
+    _at_startup = frozenset(registry.workflows)
+
+
+@checks.register("continuum")
+def check_workflow_modules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """continuum.W022: a workflow registered by an import that workers do not make."""
+    if _at_startup is None:
+        return []
+    listed = app_settings().WORKFLOW_MODULES
+    where = (
+        f"one of CONTINUUM['WORKFLOW_MODULES'] ({', '.join(listed)})"
+        if listed is not None
+        else "an installed app's workflows module (<app>/workflows.py)"
+    )
+    scope = None if app_configs is None else tuple(config.name for config in app_configs)
+    messages: list[checks.CheckMessage] = []
+    for (name, version), definition in sorted(registry.workflows.items()):
+        module = definition.fn.__module__
+        if (name, version) in _at_startup or (scope and not module.startswith(scope)):
+            continue
+        messages.append(
+            checks.Warning(
+                f"workflow {name!r} version {version} is defined in {module!r}, which is not "
+                "imported when Django starts: a worker that never imports it parks its runs "
+                "as unknown_version.",
+                hint=f"define it in {where}, or in a module one of them imports; that is "
+                "what every process, workers included, imports when Django starts",
+                obj=f"{module}.{definition.fn.__qualname__}",
+                id="continuum.W022",
+            )
+        )
+    return messages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,12 +11,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from . import lifecycle
 from .conf import app_settings
 from .engine import codec
-from .engine.definitions import WorkflowDefinition, check_signal, registry
+from .engine.definitions import (
+    WorkflowDefinition,
+    bind_arguments,
+    check_signal,
+    registry,
+    unexpected_signal,
+)
 from .engine.events import Event
 from .engine.exceptions import (
     ResultTimeout,
@@ -28,6 +36,8 @@ from .journal.base import RUN_ENDED
 from .journal.lean import statements
 from .models import TERMINAL, RunStatus, Signal, WorkflowRun
 from .worker import runtime
+
+logger = logging.getLogger("continuum")
 
 
 def _run_id(run_id: Any) -> str:
@@ -80,6 +90,7 @@ def start(
         definition = workflow
     else:
         definition = registry.workflow(str(workflow))
+    _check_start(definition, args, kwargs)
     if idempotency_key is not None and not isinstance(idempotency_key, str):
         raise TypeError(f"idempotency_key must be a str, not {type(idempotency_key).__name__}")
     new = new_run(
@@ -98,6 +109,8 @@ def start(
         new = replace(new, trace=start_context() or None)
     engine = runtime()
     run_id, created, dispatch = engine.journal.create_run(new)
+    if not created:
+        _warn_reused_key(run_id, new.idempotency_key, new.input)
     engine.dispatcher.send(dispatch)
     if created:
         lifecycle.after_commit(
@@ -105,6 +118,35 @@ def start(
             run_id=run_id, workflow=new.workflow_name, version=new.version,
         )  # fmt: skip
     return RunHandle(run_id)
+
+
+def _check_start(
+    definition: WorkflowDefinition[..., Any],
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+) -> None:
+    """Refuse, before anything is stored, a start that could only fail later."""
+    from .checks import CELERY_APP_FIX, celery_app_problem
+
+    bind_arguments(definition, args, dict(kwargs or {}))
+    problem = celery_app_problem()
+    if problem is not None:
+        raise ImproperlyConfigured(f"{problem} {CELERY_APP_FIX} (continuum.E020).")
+
+
+def _warn_reused_key(run_id: str, key: str | None, given: dict[str, Any]) -> None:
+    """The existing run is returned whatever the arguments (SPEC §4); different ones are
+    most likely a key reused by mistake, so say so."""
+    # The arguments themselves are not logged: they may hold what REDACT hides.
+    runs = WorkflowRun.objects.using(app_settings().DATABASE).filter(pk=run_id)
+    if runs.values_list("input", flat=True).first() != given:
+        logger.warning(
+            "idempotency key %r is reused with different arguments: start() returns the "
+            "existing run %s, which keeps the arguments it was started with; use a new key "
+            "to start another run",
+            key,
+            run_id,
+        )
 
 
 def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None = None) -> None:
@@ -122,6 +164,9 @@ def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None =
     if (tip.workflow_name, tip.workflow_version) in registry.workflows:
         definition = registry.workflow(tip.workflow_name, tip.workflow_version)
         check_signal(definition, name, codec.decode(encoded))
+        unexpected = unexpected_signal(definition, name)
+        if unexpected is not None:
+            logger.warning("signal to run %s: %s", tip.id, unexpected)
     engine = runtime()
     engine.dispatcher.send(
         engine.journal.deliver_signal(_run_id(run_id), name, encoded, dedupe_key)

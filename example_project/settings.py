@@ -13,6 +13,7 @@ env = environ.Env()
 # Where the SQLite file, the file-system broker's folders and beat's schedule live.
 STATE_DIR = Path(env.str("EXAMPLE_STATE_DIR", default=str(BASE_DIR)))
 
+# Off unless DEBUG=true; `manage.py runserver --insecure` serves the admin's CSS and JS without it.
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-example-shop-only")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])

@@ -23,6 +23,7 @@ from .definitions import (
     ActivityDefinition,
     Duration,
     WorkflowDefinition,
+    bind_arguments,
     registry,
     to_seconds,
 )
@@ -464,6 +465,10 @@ class WorkflowContext:
         command_id, recorded = self._command("child", definition.name)
         if recorded is not None:
             return ChildHandle(self, command_id, definition.name, recorded.payload["run_id"])
+        try:
+            bind_arguments(definition, args, kwargs)
+        except TypeError as exc:
+            raise WorkflowUsageError(f"child {exc}") from None
         if self._depth + 1 > MAX_CHILD_DEPTH:
             raise WorkflowUsageError(
                 f"child workflow {definition.name!r} would nest {self._depth + 1} levels deep; "

@@ -19,7 +19,7 @@ from .exceptions import (
     UnknownWorkflow,
     WorkflowUsageError,
 )
-from .lint import RULE_IDS, LintFinding, lint_workflow
+from .lint import RULE_IDS, LintFinding, lint_workflow, signal_names_waited
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -135,6 +135,9 @@ class WorkflowDefinition(Generic[P, R]):
     signals: dict[str, Any] | None = None
     # Determinism findings not waived, recorded at registration; Django's checks report them.
     lint_findings: tuple[LintFinding, ...] = ()
+    # The names its code waits for with literal ``wait_signal("name")`` calls; None when
+    # unknown (no source, or a name computed at run time).
+    waited_signals: frozenset[str] | None = None
 
     def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(ctx, *args, **kwargs)
@@ -164,6 +167,44 @@ class StartOptions(Generic[P, R]):
 def _is_types(rule: Any) -> bool:
     return isinstance(rule, type) or (
         isinstance(rule, tuple) and all(isinstance(t, type) for t in rule)
+    )
+
+
+def bind_arguments(
+    definition: WorkflowDefinition[..., Any], args: Iterable[Any], kwargs: dict[str, Any]
+) -> None:
+    """Raise `TypeError` naming the workflow when ``args``/``kwargs`` do not fit its signature.
+
+    Checked before anything is stored: otherwise the run would only fail on a worker.
+    """
+    try:
+        signature = inspect.signature(definition.fn)
+    except (TypeError, ValueError):  # a callable without a signature: nothing to check
+        return
+    try:
+        signature.bind(None, *args, **kwargs)  # None stands for ctx
+    except TypeError as exc:
+        raise TypeError(
+            f"workflow {definition.name!r} cannot take these arguments: {exc} "
+            f"(its signature is {definition.fn.__name__}{signature})"
+        ) from None
+
+
+def unexpected_signal(definition: WorkflowDefinition[..., Any], name: str) -> str | None:
+    """Why a signal called ``name`` is likely a mistake, or None.
+
+    Only for workflows without a declared contract (``signals=``), whose code waits for
+    known literal names only: a name it never waits for stays unread in the mailbox.
+    """
+    waited = definition.waited_signals
+    if definition.signals is not None or waited is None or name in waited:
+        return None
+    expected = ", ".join(repr(n) for n in sorted(waited)) or "no signal"
+    return (
+        f"workflow {definition.name!r} never waits for a signal {name!r} (its code waits for "
+        f"{expected}); the signal is kept in the run's mailbox but nothing reads it. Check the "
+        "name, or declare the workflow's signals with @workflow(signals={...}) if it waits "
+        "for this name in a helper"
     )
 
 
@@ -323,6 +364,7 @@ def workflow(
             version_hash=source_hash(fn),
             signals=signals,
             lint_findings=tuple(f for f in lint_workflow(fn) if f.rule not in waived),
+            waited_signals=signal_names_waited(fn),
         )
         registry.add_workflow(definition)
         return definition

@@ -251,3 +251,31 @@ def _canonical(obj: Any, attrs: list[str]) -> str | None:
     if isinstance(module, str) and isinstance(qualname, str):
         return f"{module}.{qualname}"
     return None
+
+
+def signal_names_waited(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The signal names ``fn``'s own body waits for with ``wait_signal("name", ...)``.
+
+    ``None`` when that cannot be known: the source is unavailable, or a wait's name is
+    not a string literal (computed at run time).
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if called != "wait_signal":
+            continue
+        given = node.args[0] if node.args else None
+        for keyword in node.keywords:
+            if keyword.arg == "name":
+                given = keyword.value
+        if not (isinstance(given, ast.Constant) and isinstance(given.value, str)):
+            return None
+        names.add(given.value)
+    return frozenset(names)

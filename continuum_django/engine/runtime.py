@@ -434,7 +434,10 @@ class Runtime:
         has = f"only version {', '.join(map(str, carried))}" if carried else "no version of it"
         return (
             f"worker {self.worker_id} has no {name} version {version} ({has}); it released "
-            "the run for a worker that has it"
+            "the run for a worker that has it. A worker knows the workflows of the modules it "
+            "imports at start-up: each installed app's workflows module, or those listed in "
+            "CONTINUUM['WORKFLOW_MODULES']; define the workflow in one of them (manage.py "
+            "check warns, continuum.W022, about one defined elsewhere) and release the run"
         )
 
     def release_parked(self, keys: VersionKeys | None, note: str) -> list[str]:

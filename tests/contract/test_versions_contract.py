@@ -42,6 +42,8 @@ def test_a_worker_without_the_version_parks_the_run_and_lets_it_go(harness: Harn
     assert run["status"] == "suspended"
     assert run["park_reason"] == "unknown_version"
     assert "only-v2 has no tests.versioned version 1 (only version 2)" in run["park_detail"]
+    # ... and says where workflows must live for a worker to have them.
+    assert "CONTINUUM['WORKFLOW_MODULES']; define the workflow in one" in run["park_detail"]
     assert run["lease_owner"] == "" and run["lease_expires_at"] is None
     assert run["next_wakeup_at"] is not None  # kept, so a release is enough to resume it
     assert harness.types(run_id) == ["run_started"]  # nothing journaled, nothing failed

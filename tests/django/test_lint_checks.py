@@ -29,7 +29,8 @@ def dice(ctx: Any) -> float:
 
 
 def ours() -> list[checks.CheckMessage]:
-    return [m for m in checks.run_checks(tags=["continuum"]) if "'checks." in m.msg]
+    found = checks.run_checks(tags=["continuum"])
+    return [m for m in found if "'checks." in m.msg and m.id and m.id.endswith("010")]
 
 
 @pytest.mark.parametrize(
