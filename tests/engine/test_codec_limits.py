@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from continuum_django import ActivityContext, activity, workflow
 from continuum_django.engine import codec
+from continuum_django.engine.context import EngineConfig
 from continuum_django.engine.exceptions import NonRetryableError, PayloadError
+from continuum_django.engine.local import LocalRunner
 from continuum_django.engine.retry import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_TRACEBACK_CHARS,
@@ -154,3 +157,48 @@ def test_error_payload_survives_an_unprintable_exception() -> None:
     codec.encode(payload)
     huge = error_payload(ValueError(10**5000))  # str() of it raises: past the digit limit
     codec.encode(huge)
+
+
+HOSTILE_DETAILS = [nested(6), {"a": "\x00"}, "x" * 400]
+REFUSALS = ["nested deeper than 5 levels", "['a'] contains a NUL", "over the limit of 300 bytes"]
+
+
+def refusal(error: PayloadError) -> str:
+    """Which of `REFUSALS` the error is (the result must stay under the small size limit)."""
+    return next((words for words in REFUSALS if words in str(error)), str(error)[:80])
+
+
+@activity(name="codec_limits.heartbeating")
+def heartbeating(activity_context: ActivityContext) -> list[str]:
+    refused = []
+    for details in HOSTILE_DETAILS:
+        try:
+            activity_context.heartbeat(details)
+        except PayloadError as exc:
+            refused.append(refusal(exc))
+    activity_context.heartbeat("fine")
+    return refused
+
+
+@workflow(name="codec_limits.attributes")
+def hostile_attributes(ctx: Any) -> dict[str, list[str]]:
+    refused = []
+    for value in HOSTILE_DETAILS:
+        try:
+            ctx.set_attributes(note=value)
+        except PayloadError as exc:
+            refused.append(refusal(exc))
+    ctx.set_attributes(note="fine")
+    return {"attributes": refused, "heartbeats": ctx.activity(heartbeating)}
+
+
+def test_heartbeats_and_set_attributes_pass_the_engines_limits() -> None:
+    runner = LocalRunner(config=EngineConfig(max_payload_bytes=300, max_payload_depth=5))
+    run_id = runner.start(hostile_attributes)
+    runner.run_until_idle()
+    stored = runner.journal.runs[run_id]
+    assert stored.status == "completed", stored.error
+    assert stored.result == {"attributes": REFUSALS, "heartbeats": REFUSALS}
+    assert stored.attributes == {"note": "fine"}
+    (task,) = runner.journal.tasks.values()
+    assert task.heartbeat_details == "fine"
