@@ -77,15 +77,11 @@ def encode(
     what: str = "value",
     max_bytes: int | None = None,
     max_depth: int = DEFAULT_MAX_DEPTH,
-    path: str | None = None,
 ) -> Any:
     """Turn ``value`` into its JSON form, or raise `PayloadError` naming what was wrong and
-    where (``path``, by default ``what``, followed by the keys and indexes leading to it).
+    where (``what`` followed by the keys and indexes leading to it, e.g. ``value['a'][0]``).
     An object's keys come out in the journal's order (`_order`), as they read back."""
-    encoded = encode_many(
-        {path or what: value}, what=what, max_bytes=max_bytes, max_depth=max_depth
-    )
-    return encoded[path or what]
+    return encode_many({what: value}, what=what, max_bytes=max_bytes, max_depth=max_depth)[what]
 
 
 def encode_many(
