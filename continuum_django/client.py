@@ -40,6 +40,52 @@ from .worker import runtime
 logger = logging.getLogger("continuum")
 
 
+# Longest cancel reason kept; the admin's cancel form allows the same.
+MAX_CANCEL_REASON_CHARS = 500
+
+
+def _max_length(model: type[Any], field: str) -> int:
+    length: int = model._meta.get_field(field).max_length
+    return length
+
+
+def check_text(value: Any, field: str, *, max_length: int, required: bool = True) -> str:
+    """``value`` if it is a str the database can store in ``field``; else a `ValueError`
+    that names the field, what was wrong and the limit."""
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a str, not {type(value).__name__}")
+    if required and not value:
+        raise ValueError(f"{field} must not be empty")
+    if len(value) > max_length:
+        raise ValueError(f"{field} is {len(value)} characters long, over the limit of {max_length}")
+    problem = codec.string_problem(value)
+    if problem:
+        raise ValueError(f"{field} {problem}")
+    return value
+
+
+def check_start_options(
+    *,
+    idempotency_key: str | None = None,
+    namespace: str = "default",
+    attributes: dict[str, Any] | None = None,
+) -> None:
+    """Refuse a bad start option with a `ValueError` naming it (``attributes`` are checked
+    by the codec when the run starts); `WorkflowDefinition.options` calls it too."""
+    if idempotency_key is not None:
+        limit = _max_length(WorkflowRun, "idempotency_key")
+        check_text(idempotency_key, "idempotency_key", max_length=limit)
+    check_text(namespace, "namespace", max_length=_max_length(WorkflowRun, "namespace"))
+    if attributes is not None and not isinstance(attributes, dict):
+        raise ValueError(f"attributes must be a dict, not {type(attributes).__name__}")
+
+
+def _check_signal_ids(name: Any, dedupe_key: Any) -> None:
+    check_text(name, "signal name", max_length=_max_length(Signal, "name"))
+    if dedupe_key is not None:
+        check_text(dedupe_key, "dedupe_key", max_length=_max_length(Signal, "dedupe_key"))
+
+
 def _run_id(run_id: Any) -> str:
     try:
         return str(uuid.UUID(str(run_id)))
@@ -89,10 +135,11 @@ def start(
     if isinstance(workflow, WorkflowDefinition):
         definition = workflow
     else:
-        definition = registry.workflow(str(workflow))
+        limit = _max_length(WorkflowRun, "workflow_name")
+        definition = registry.workflow(check_text(workflow, "workflow name", max_length=limit))
     _check_start(definition, args, kwargs)
-    if idempotency_key is not None and not isinstance(idempotency_key, str):
-        raise TypeError(f"idempotency_key must be a str, not {type(idempotency_key).__name__}")
+    check_start_options(idempotency_key=idempotency_key, namespace=namespace, attributes=attributes)
+    settings = app_settings()
     new = new_run(
         definition,
         args,
@@ -100,7 +147,8 @@ def start(
         idempotency_key=idempotency_key,
         namespace=namespace,
         attributes=attributes,
-        max_payload_bytes=app_settings().MAX_PAYLOAD_BYTES,
+        max_payload_bytes=settings.MAX_PAYLOAD_BYTES,
+        max_payload_depth=settings.max_payload_depth,
     )
     conf = app_settings()
     if conf.OPENTELEMETRY:
@@ -155,10 +203,13 @@ def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None =
     Given any run id of a continue_as_new chain, the signal goes to the chain's live tip.
     Raises `SignalRejected` when the workflow's signal contract refuses it.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"signal name must be a non-empty str, not {name!r}")
+    _check_signal_ids(name, dedupe_key)
+    settings = app_settings()
     encoded = codec.encode(
-        payload, what=f"payload of signal {name!r}", max_bytes=app_settings().MAX_PAYLOAD_BYTES
+        payload,
+        what=f"payload of signal {name!r}",
+        max_bytes=settings.MAX_PAYLOAD_BYTES,
+        max_depth=settings.max_payload_depth,
     )
     tip = _tip(run_id)
     if (tip.workflow_name, tip.workflow_version) in registry.workflows:
@@ -178,6 +229,7 @@ def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None =
 
 def cancel(run_id: Any, reason: str = "", terminate: bool = False) -> None:
     """Ask the run to cancel (the workflow may clean up); ``terminate`` ends it at once."""
+    check_text(reason, "cancel reason", max_length=MAX_CANCEL_REASON_CHARS, required=False)
     engine = runtime()
     engine.dispatcher.send(engine.journal.request_cancel(_run_id(run_id), reason, terminate))
     lifecycle.after_commit(

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from .engine.codec import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT
 from .engine.context import EngineConfig
 from .engine.retry import RetryPolicy
 
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_ID": None,
     "MAX_PAYLOAD_BYTES": 1024 * 1024,
     "MAX_UNREAD_SIGNALS": 1000,
+    "MAX_PAYLOAD_DEPTH": DEFAULT_MAX_DEPTH,
     "REDACT": None,
     "WORKFLOW_MODULES": None,
     "DETERMINISM_LINT": "warn",
@@ -71,11 +73,22 @@ class Settings:
     def retention(self) -> Retention:
         return parse_retention(self._values["RETENTION"])
 
+    @property
+    def max_payload_depth(self) -> int:
+        depth = self._values["MAX_PAYLOAD_DEPTH"]
+        if not isinstance(depth, int) or not 0 < depth <= MAX_DEPTH_LIMIT:
+            raise ImproperlyConfigured(
+                f"CONTINUUM['MAX_PAYLOAD_DEPTH'] is {depth!r}; "
+                f"use an int from 1 to {MAX_DEPTH_LIMIT}"
+            )
+        return depth
+
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             default_retry=self.default_retry,
             default_queue=self.DEFAULT_QUEUE,
             max_payload_bytes=self.MAX_PAYLOAD_BYTES,
+            max_payload_depth=self.max_payload_depth,
         )
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from django import forms
 
+from ..conf import app_settings
+from ..engine import codec
 from ..engine.definitions import WorkflowDefinition, registry
-from ..engine.exceptions import UnknownWorkflow
+from ..engine.exceptions import PayloadError, UnknownWorkflow
 from ..models import WorkflowRun
 
 LOGGED = "Optional: recorded with your name in the admin log (the run's HISTORY button)."
@@ -78,6 +80,9 @@ class SignalForm(forms.Form):
         name: str = self.cleaned_data["name"].strip()
         if not name:
             raise forms.ValidationError("Give the signal a name.")
+        problem = codec.string_problem(name)
+        if problem:
+            raise forms.ValidationError(f"The name {problem}.")
         if self.contract is not None and name not in self.contract:
             known = ", ".join(sorted(self.contract)) or "none"
             raise forms.ValidationError(
@@ -89,10 +94,34 @@ class SignalForm(forms.Form):
         text = self.cleaned_data["payload"].strip()
         if not text:
             return None
+        settings = app_settings()
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
+            payload = json.loads(text)
+        except RecursionError:
+            raise forms.ValidationError(
+                "The payload cannot be sent: it is nested deeper than "
+                f"{settings.max_payload_depth} levels (CONTINUUM['MAX_PAYLOAD_DEPTH'])."
+            ) from None
+        except ValueError as exc:  # not JSON, or an int past Python's digit limit
             raise forms.ValidationError(f"The payload is not valid JSON: {exc}.") from None
+        try:
+            # The gate the signal passes on its way in, run here to explain a refusal.
+            codec.encode(
+                payload,
+                what="payload",
+                max_bytes=settings.MAX_PAYLOAD_BYTES,
+                max_depth=settings.max_payload_depth,
+            )
+        except PayloadError as exc:
+            raise forms.ValidationError(f"The payload cannot be sent: {exc}.") from None
+        return payload
+
+    def clean_dedupe_key(self) -> str:
+        key: str = self.cleaned_data["dedupe_key"]
+        problem = codec.string_problem(key)
+        if problem:
+            raise forms.ValidationError(f"The dedupe key {problem}.")
+        return key
 
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}

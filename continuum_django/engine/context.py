@@ -65,6 +65,7 @@ class EngineConfig:
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     default_queue: str = "continuum"
     max_payload_bytes: int | None = 1024 * 1024
+    max_payload_depth: int = codec.DEFAULT_MAX_DEPTH
     # Replay checks stop where the history ends instead of running side effects for real.
     replay_only: bool = False
 
@@ -618,7 +619,14 @@ class WorkflowContext:
     def set_attributes(self, **attributes: Any) -> None:
         """Set search attributes on the run (queryable, shown in the admin)."""
         self._alive()
-        self._attributes.update(codec.encode(attributes, what="attributes"))
+        self._attributes.update(
+            codec.encode(
+                attributes,
+                what="attributes",
+                max_bytes=self._config.max_payload_bytes,
+                max_depth=self._config.max_payload_depth,
+            )
+        )
         self._attributes_changed = True
 
     # -- internals -----------------------------------------------------------

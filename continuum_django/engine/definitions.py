@@ -149,7 +149,11 @@ class WorkflowDefinition(Generic[P, R]):
         return start(self, args=list(args), kwargs=dict(kwargs))
 
     def options(self, **options: Any) -> StartOptions[P, R]:
-        """Start options (``idempotency_key``, ``namespace``, ``attributes``) for `start`."""
+        """Start options (``idempotency_key``, ``namespace``, ``attributes``) for `start`;
+        a bad one is refused here, with a `ValueError` (an unknown one with a `TypeError`)."""
+        from continuum_django.client import check_start_options
+
+        check_start_options(**options)
         return StartOptions(workflow=self, options=options)
 
 

@@ -26,21 +26,24 @@ def new_run(
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
     max_payload_bytes: int | None = None,
+    max_payload_depth: int = codec.DEFAULT_MAX_DEPTH,
     run_id: str | None = None,
 ) -> NewRun:
-    """Validate and encode what starting ``definition`` needs; raises `PayloadError`."""
+    """Validate and encode what starting ``definition`` needs; raises `PayloadError`.
+    The args and kwargs are one input: ``max_payload_bytes`` bounds them together."""
+    limits: dict[str, Any] = {"max_bytes": max_payload_bytes, "max_depth": max_payload_depth}
     what = f"input of workflow {definition.name!r}"
+    call = codec.encode_many(
+        {"input.args": list(args), "input.kwargs": dict(kwargs or {})}, what=what, **limits
+    )
     return NewRun(
         run_id=run_id or str(uuid.uuid4()),
         workflow_name=definition.name,
         version=definition.version,
         version_hash=definition.version_hash,
-        input={
-            "args": codec.encode(list(args), what=what, max_bytes=max_payload_bytes),
-            "kwargs": codec.encode(dict(kwargs or {}), what=what, max_bytes=max_payload_bytes),
-        },
+        input={"args": call["input.args"], "kwargs": call["input.kwargs"]},
         namespace=namespace,
-        attributes=codec.encode(dict(attributes or {}), what="attributes"),
+        attributes=codec.encode(dict(attributes or {}), what="attributes", **limits),
         idempotency_key=idempotency_key,
         seed=secrets.randbits(63),
     )

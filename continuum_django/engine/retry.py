@@ -70,14 +70,42 @@ class RetryPolicy:
         return cls(**data)
 
 
+# Characters of an error's message and traceback that are journaled; the rest is cut,
+# with a marker saying how much (a traceback keeps its end, where the error was raised).
+MAX_ERROR_MESSAGE_CHARS = 2000
+MAX_TRACEBACK_CHARS = 8000
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what the journal cannot store made visible instead: a NUL character
+    becomes ``\\x00`` and a surrogate code point its ``\\udXXX`` escape."""
+    text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _cut(text: str, limit: int, *, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f" [truncated {len(text) - limit} chars] "
+    return "…" + marker + text[-limit:] if keep_end else text[:limit] + " …" + marker.rstrip()
+
+
 def error_payload(error: BaseException) -> dict[str, Any]:
-    """The journal form of an exception raised by user code."""
+    """The journal form of an exception raised by user code: always storable, whatever the
+    exception holds (its message and traceback are bounded and made valid text)."""
     import traceback
 
     kind = type(error)
+    try:
+        message = str(error)
+    except Exception:  # a broken __str__ (or a huge int) must not lose the error
+        message = f"<the message of this {kind.__qualname__} could not be read>"
+    trace = "".join(traceback.format_exception(error))
     return {
-        "type": f"{kind.__module__}.{kind.__qualname__}",
-        "message": str(error),
+        "type": storable_text(f"{kind.__module__}.{kind.__qualname__}"),
+        "message": _cut(storable_text(message), MAX_ERROR_MESSAGE_CHARS),
         "non_retryable": isinstance(error, NonRetryableError),
-        "traceback": "".join(traceback.format_exception(error))[-8000:],
+        "traceback": _cut(storable_text(trace), MAX_TRACEBACK_CHARS, keep_end=True),
     }

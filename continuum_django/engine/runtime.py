@@ -82,7 +82,12 @@ class ActivityContext:
 
     def heartbeat(self, details: Any = None) -> None:
         """Report progress; extends the lease and resets the heartbeat timeout."""
-        encoded = codec.encode(details, what="heartbeat details")
+        encoded = codec.encode(
+            details,
+            what="heartbeat details",
+            max_bytes=self._runtime.config.max_payload_bytes,
+            max_depth=self._runtime.config.max_payload_depth,
+        )
         if self._runtime.journal.renew_activity(
             self._claim, self._runtime.lease_seconds, encoded, heartbeat=True
         ):

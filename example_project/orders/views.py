@@ -39,13 +39,18 @@ def place_order(request: HttpRequest) -> JsonResponse:
     """Start fulfilment of `{"order_id", "customer", "items": [{"sku", "qty", "price_cents"}]}`."""
     try:
         body: Any = json.loads(request.body or b"{}")
-    except json.JSONDecodeError:
+    except RecursionError:
+        return _error("the body is nested too deeply", 400)
+    except ValueError:  # not JSON, not UTF-8, or an int past Python's digit limit
         return _error("the body must be JSON", 400)
     items = body.get("items") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         return _error("'items' must be a non-empty list", 400)
-    order_id = str(body.get("order_id") or uuid.uuid4().hex[:12])
-    customer = str(body.get("customer") or "guest")
+    order_id, customer = body.get("order_id"), body.get("customer")
+    if not isinstance(order_id or "", str | int) or not isinstance(customer or "", str):
+        return _error("'order_id' must be a string or a number, 'customer' a string", 400)
+    order_id = str(order_id or uuid.uuid4().hex[:12])
+    customer = customer or "guest"
     try:
         with transaction.atomic():
             # The run is written in this transaction and sent to Celery only on commit.
@@ -57,7 +62,9 @@ def place_order(request: HttpRequest) -> JsonResponse:
             # Checked after the start, as the rest of a real order's rows would be written:
             # a failure here rolls the whole transaction back, the run included.
             _check_catalogue(items)
-    except OrderRefused as exc:
+    except (OrderRefused, continuum.PayloadError, ValueError) as exc:
+        # A refused order or a value the journal cannot hold (too deep, too large, a NUL
+        # character, an over-long id): nothing was written, nothing sent to a worker.
         return _error(str(exc), 400)
     return JsonResponse({"order_id": order_id, "run_id": str(run.id)}, status=202)
 
@@ -82,6 +89,8 @@ def cancel(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
     reason = request.POST.get("reason") or "cancelled by the customer"
     try:
         continuum.cancel(run_id, reason=reason)
+    except ValueError as exc:  # a reason too long, or holding a NUL character
+        return _error(str(exc), 400)
     except continuum.RunNotFound:
         return _error(f"no order run {run_id}", 404)
     except continuum.RunNotActive:
