@@ -214,3 +214,8 @@ def signal_or_activity(ctx: Any) -> Any:
     work = ctx.start_activity(record, "work")
     first = ctx.wait_any(stop, work)
     return "stopped" if first is stop else first.result()
+
+
+@workflow(name="tests.takes_anything")
+def takes_anything(ctx: Any, *args: Any, **kwargs: Any) -> Any:
+    return [list(args), kwargs]
