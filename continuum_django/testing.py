@@ -135,8 +135,14 @@ class LocalRun:
 
     def signal(self, name: str, payload: Any = None, dedupe_key: str | None = None) -> None:
         """Deliver a signal and do the work it makes due (time does not move)."""
-        encoded = codec.encode(payload, what=f"payload of signal {name!r}")
         runner = self.env.runner
+        config = runner.runtime.config
+        encoded = codec.encode(
+            payload,
+            what=f"payload of signal {name!r}",
+            max_bytes=config.max_payload_bytes,
+            max_depth=config.max_payload_depth,
+        )
         runner.dispatcher.send(runner.journal.deliver_signal(self.id, name, encoded, dedupe_key))
         self.env.run(skip_time=False)
 

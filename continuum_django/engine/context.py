@@ -323,12 +323,10 @@ class WorkflowContext:
         kind = "compensation" if compensation else "activity"
         command_id, recorded = self._command(kind, definition.name)
         if recorded is None:
-            what = f"arguments of {kind} {definition.name!r}"
-            limit = self._config.max_payload_bytes
+            call = self._encode_call(args, kwargs, f"arguments of {kind} {definition.name!r}")
             payload = {
                 "activity": definition.name,
-                "args": codec.encode(list(args), what=what, max_bytes=limit),
-                "kwargs": codec.encode(kwargs, what=what, max_bytes=limit),
+                **call,
                 "queue": definition.queue or self._config.default_queue,
                 "retry": (definition.retry or self._config.default_retry).to_json(),
                 "timeout": definition.timeout,
@@ -415,8 +413,7 @@ class WorkflowContext:
         """Register a compensation that `compensate()` will run (last registered, first run)."""
         self._alive()
         definition = self._activity_definition(act)
-        what = f"arguments of compensation {definition.name!r}"
-        codec.encode([list(args), kwargs], what=what, max_bytes=self._config.max_payload_bytes)
+        self._encode_call(args, kwargs, f"arguments of compensation {definition.name!r}")
         self._compensations.append(_Compensation(definition, list(args), dict(kwargs)))
 
     def compensate(self, parallel: bool = False) -> list[ActivityFailed]:
@@ -477,16 +474,12 @@ class WorkflowContext:
             )
         run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuum:{self.run_id}/{command_id}"))
         what = f"input of child workflow {definition.name!r}"
-        limit = self._config.max_payload_bytes
         payload = {
             "workflow": definition.name,
             "version": definition.version,
             "version_hash": definition.version_hash,
             "run_id": run_id,
-            "input": {
-                "args": codec.encode(list(args), what=what, max_bytes=limit),
-                "kwargs": codec.encode(kwargs, what=what, max_bytes=limit),
-            },
+            "input": self._encode_call(args, kwargs, what),
             "namespace": self._namespace,
             "depth": self._depth + 1,
             "seed": uuid.UUID(run_id).int >> 66,
@@ -501,13 +494,7 @@ class WorkflowContext:
         self._alive()
         self._deliver_cancel(None)  # a run asked to stop does not start its successor
         what = f"input of the successor of {self.workflow_name!r}"
-        limit = self._config.max_payload_bytes
-        raise ContinueAsNew(
-            {
-                "args": codec.encode(list(args), what=what, max_bytes=limit),
-                "kwargs": codec.encode(kwargs, what=what, max_bytes=limit),
-            }
-        )
+        raise ContinueAsNew(self._encode_call(args, kwargs, what))
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the code path added by the patch ``patch_id``.
@@ -597,7 +584,7 @@ class WorkflowContext:
             return codec.decode(recorded.payload["value"])  # type: ignore[no-any-return,unused-ignore]
         if self._config.replay_only:
             self._suspend(f"{command_id} (past the end of the history)")
-        value = codec.encode(fn(), what=f"{kind} value", max_bytes=self._config.max_payload_bytes)
+        value = self._encode(fn(), f"{kind} value")
         self._emit(EventType.SIDE_EFFECT, command_id, {"value": value})
         return codec.decode(value)  # type: ignore[no-any-return,unused-ignore]
 
@@ -619,17 +606,30 @@ class WorkflowContext:
     def set_attributes(self, **attributes: Any) -> None:
         """Set search attributes on the run (queryable, shown in the admin)."""
         self._alive()
-        self._attributes.update(
-            codec.encode(
-                attributes,
-                what="attributes",
-                max_bytes=self._config.max_payload_bytes,
-                max_depth=self._config.max_payload_depth,
-            )
-        )
+        self._attributes.update(self._encode(attributes, "attributes"))
         self._attributes_changed = True
 
     # -- internals -----------------------------------------------------------
+
+    def _encode(self, value: Any, what: str) -> Any:
+        """``value`` through the codec gate, under the run's size and depth limits."""
+        config = self._config
+        return codec.encode(
+            value, what=what, max_bytes=config.max_payload_bytes, max_depth=config.max_payload_depth
+        )
+
+    def _encode_call(
+        self, args: Sequence[Any], kwargs: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        """A call's args and kwargs through the codec gate, bounded together as one input."""
+        config = self._config
+        encoded = codec.encode_many(
+            {"args": list(args), "kwargs": dict(kwargs)},
+            what=what,
+            max_bytes=config.max_payload_bytes,
+            max_depth=config.max_payload_depth,
+        )
+        return {"args": encoded["args"], "kwargs": encoded["kwargs"]}
 
     def _activity_definition(self, act: Any) -> ActivityDefinition[..., Any]:
         if isinstance(act, ActivityDefinition):

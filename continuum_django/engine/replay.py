@@ -147,7 +147,12 @@ def advance(
         outcome, value, error = Outcome.CANCELLED, None, cleanup_error
     if outcome == Outcome.COMPLETED:
         try:
-            value = codec.encode(value, what="workflow result", max_bytes=config.max_payload_bytes)
+            value = codec.encode(
+                value,
+                what="workflow result",
+                max_bytes=config.max_payload_bytes,
+                max_depth=config.max_payload_depth,
+            )
         except Exception as exc:
             outcome, error = Outcome.FAILED, error_payload(exc)
 

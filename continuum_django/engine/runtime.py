@@ -475,6 +475,7 @@ class Runtime:
                     value,
                     what=f"result of activity {claim.activity!r}",
                     max_bytes=self.config.max_payload_bytes,
+                    max_depth=self.config.max_payload_depth,
                 )
             )
         except Exception as exc:
