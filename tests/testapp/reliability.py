@@ -219,3 +219,19 @@ def signal_or_activity(ctx: Any) -> Any:
 @workflow(name="tests.takes_anything")
 def takes_anything(ctx: Any, *args: Any, **kwargs: Any) -> Any:
     return [list(args), kwargs]
+
+
+@workflow(name="tests.poison_attribute")
+def poison_attribute(ctx: Any) -> None:
+    ctx.set_attributes(customer="c\x00-9")
+
+
+@workflow(name="tests.poison_side_effect")
+def poison_side_effect(ctx: Any) -> Any:
+    return ctx.side_effect(lambda: {"big": 10**2000})
+
+
+@workflow(name="tests.poison_error")
+def poison_error(ctx: Any) -> None:
+    ctx.activity(record, "x")
+    raise RuntimeError("bad \x00 byte and a lone \ud800 surrogate")
