@@ -660,15 +660,13 @@ class WorkflowContext:
         command_id = f"{self._position}:{kind}:{name}"
         recorded = self._recorded.get(self._position)
         if recorded is not None and recorded.command_id != command_id:
-            self.drift = ReplayDriftError(
-                f"replay drift at command #{self._position}: the code now issues "
-                f"{command_id!r}, but the history recorded {recorded.command_id!r} "
-                f"({recorded.type} at seq {recorded.seq})",
-                position=self._position,
+            self._drift(
+                self._position,
+                f"the code now issues {command_id!r}, but the history recorded "
+                f"{recorded.command_id!r} ({recorded.type} at seq {recorded.seq})",
                 expected=recorded.command_id,
                 actual=command_id,
             )
-            raise self.drift
         if recorded is not None:
             self._check_type(recorded, kind)
         return command_id, recorded
@@ -708,27 +706,34 @@ class WorkflowContext:
             lost = "ended the run before it"
         else:
             return
-        self.drift = ReplayDriftError(
-            f"replay drift at command #{position}: the code issues {command_id!r} ({type_}) "
-            f"as new, but the history {lost}: an event is missing from it",
-            position=position,
+        self._drift(
+            position,
+            f"the code issues {command_id!r} ({type_}) as new, but the history {lost}: an "
+            "event is missing from it",
             expected=None,
             actual=command_id,
         )
-        raise self.drift
 
     def _check_type(self, recorded: Event, kind: str) -> None:
         """The recorded event at a matching command id must be of the command's kind."""
         if recorded.type not in _KIND_TYPES.get(kind, (recorded.type,)):
-            self.drift = ReplayDriftError(
-                f"replay drift at command #{self._position}: the history recorded "
-                f"{recorded.command_id!r} as {recorded.type} (seq {recorded.seq}), which is "
-                f"not how a {kind} command is journaled",
-                position=self._position,
+            self._drift(
+                self._position,
+                f"the history recorded {recorded.command_id!r} as {recorded.type} (seq "
+                f"{recorded.seq}), which is not how a {kind} command is journaled",
                 expected=recorded.command_id,
                 actual=recorded.command_id,
             )
-            raise self.drift
+
+    def _drift(self, position: int, what: str, *, expected: str | None, actual: str) -> NoReturn:
+        """Raise (and keep, should the code swallow it) the drift found at ``position``."""
+        self.drift = ReplayDriftError(
+            f"replay drift at command #{position}: {what}",
+            position=position,
+            expected=expected,
+            actual=actual,
+        )
+        raise self.drift
 
     def _outcome(self, command_id: str) -> Event | None:
         """The first outcome journaled for the command (journal order decides races)."""
