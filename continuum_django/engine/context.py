@@ -532,6 +532,20 @@ class WorkflowContext:
             self._emit(EventType.TIMER_SCHEDULED, command_id, self._timer_payload(seconds))
         self._wait(command_id)
 
+    def sleep_until(self, moment: dt.datetime) -> None:
+        """A durable timer to a point in time (timezone-aware); a moment already past
+        fires at once. The moment is journaled, so replay waits for the same one."""
+        if not isinstance(moment, dt.datetime) or moment.utcoffset() is None:
+            raise WorkflowUsageError(
+                f"sleep_until needs a timezone-aware datetime, not {moment!r} "
+                "(use django.utils.timezone.now() + timedelta(...) or datetime(..., tzinfo=UTC))"
+            )
+        command_id, recorded = self._command("timer", "sleep")
+        if recorded is None:
+            payload = {"fire_at": moment.astimezone(dt.UTC).isoformat(), "seconds": None}
+            self._emit(EventType.TIMER_SCHEDULED, command_id, payload)
+        self._wait(command_id)
+
     def wait_signal(
         self, name: str, timeout: Duration | None = None, default: Any = MISSING
     ) -> Any:

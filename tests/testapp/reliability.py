@@ -235,3 +235,9 @@ def poison_side_effect(ctx: Any) -> Any:
 def poison_error(ctx: Any) -> None:
     ctx.activity(record, "x")
     raise RuntimeError("bad \x00 byte and a lone \ud800 surrogate")
+
+
+@workflow(name="tests.sleeps_until")
+def sleeps_until(ctx: Any, moment: Any) -> str:
+    ctx.sleep_until(moment)
+    return "woke"
