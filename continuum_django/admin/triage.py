@@ -29,7 +29,8 @@ from ..redaction import redact_error
 from .display import EMPTY
 
 MOMENT = "Y-m-d H:i:s T"  # every time the runs admin shows: to the second, with its zone
-ERROR_SHOWN = 120  # characters of an error's message in the list
+ERROR_SHOWN = 100  # characters of an error's message in the list
+TITLE_SHOWN = 1000  # and in its title (shown on hover)
 OPEN = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 LIVE = [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SUSPENDED]
 TASK_FIELDS = ["id", "activity", "status", "attempt", "retry", "error", "next_attempt_at"]
@@ -87,9 +88,12 @@ def error_line(error: dict[str, Any] | None, limit: int = ERROR_SHOWN) -> SafeSt
     shown = redact_error(error)
     if not shown:
         return EMPTY
-    text = f"{shown.get('type', 'error')}: {shown.get('message', '')}"
+    kind = str(shown.get("type", "error"))
+    text = f"{kind}: {shown.get('message', '')}"
+    title = text if len(text) <= TITLE_SHOWN else text[: TITLE_SHOWN - 1] + "…"
+    text = f"{kind.rsplit('.', 1)[-1]}: {shown.get('message', '')}"  # the class name is enough
     short = text if len(text) <= limit else text[: limit - 1] + "…"
-    return format_html('<span class="cn-error-line" title="{}">{}</span>', text, short)
+    return format_html('<span class="cn-error-line" title="{}">{}</span>', title, short)
 
 
 def age_html(run: WorkflowRun) -> SafeString:
