@@ -75,11 +75,11 @@ def attempts(run: Any) -> str:
 
 
 def failing_error(run: Any) -> dict[str, Any] | None:
-    """The error to triage: a failed run's own, else its current activity's last one."""
-    if run.status == RunStatus.FAILED and run.error:
-        error: dict[str, Any] = run.error
-        return error
+    """The error to triage: the current activity's last one (a failed run's failed
+    activity: the cause, not the `ActivityFailed` that wraps it), else a failed run's own."""
     task_error: dict[str, Any] | None = getattr(run, "task_error", None)
+    if run.status == RunStatus.FAILED:
+        return task_error or run.error
     return task_error if run.status in LIVE else None
 
 
