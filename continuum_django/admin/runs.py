@@ -278,6 +278,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
                 can_cancel=not run.is_terminal and self.has_cancel_permission(request),
                 can_signal=not run.is_terminal and self.has_signal_permission(request),
                 can_retry=retryable(run) and self.has_retry_permission(request),
+                can_dead_letter=self.has_retry_permission(request),
                 can_release=run.park_reason == ParkReason.UNKNOWN_VERSION
                 and not run.is_terminal
                 and self.has_release_permission(request),

@@ -188,6 +188,8 @@ def test_a_failed_task_is_dead_lettered_from_its_page_with_a_reason(
 
     operator = staff("retry_run")
     assert url in operator.get(task_page).content.decode()
+    assert url in operator.get(page(task.run_id)).content.decode()  # its row on the run page
+    assert url not in viewer.get(page(task.run_id)).content.decode()
     refused = operator.post(url, {"reason": ""})
     assert refused.status_code == 200 and "This field is required" in refused.content.decode()
     assert ActivityTask.objects.get(pk=task.pk).status == "failed"
