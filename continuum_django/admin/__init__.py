@@ -1,9 +1,9 @@
 """The admin of continuum: runs with their history and actions; read-only journal tables.
 
 Rows are never edited here: every action goes through the engine (`client.cancel`,
-`client.signal`, `operations.retry_run`, `versions.release`), each behind its own permission
-(``continuum.cancel_run``, ``signal_run``, ``retry_run``, ``release_run``) and each
-logged as a `LogEntry` on the runs it touched.
+`client.signal`, `operations.retry`, `operations.dead_letter`, `versions.release`), each
+behind its own permission (``continuum.cancel_run``, ``signal_run``, ``retry_run`` (also
+for dead-lettering), ``release_run``) and each logged as a `LogEntry` on what it touched.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..models import ActivityTask, Signal, Timer, WorkflowRun, WorkflowVersion
 from ..redaction import mask_keys
 from . import audit
 from .actions import ReadOnlyAdmin
+from .dead_letter import DeadLetterActions
 from .display import error_html, payload_html
 from .runs import WorkflowRunAdmin, link_to
 
@@ -33,7 +34,7 @@ class JournalTableAdmin(ReadOnlyAdmin):
         return link_to(obj.run_id, str(obj.run_id)[:8])
 
 
-class ActivityTaskAdmin(JournalTableAdmin):
+class ActivityTaskAdmin(DeadLetterActions, JournalTableAdmin):
     list_display = [
         "id",
         "run_link",

@@ -9,7 +9,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.filters import SimpleListFilter
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
-from django.db.models import JSONField, QuerySet
+from django.db.models import JSONField, Q, QuerySet
 from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -18,10 +18,17 @@ from django.urls import URLPattern, path, reverse
 from .. import client
 from ..engine.exceptions import ContinuumError
 from ..models import TERMINAL, WorkflowRun
-from ..operations import retry_run
+from ..operations import retry
 from ..redaction import redact_text
 from . import audit
-from .forms import CancelForm, ReasonForm, SignalForm
+from .forms import BulkRetryForm, CancelForm, ReasonForm, RetryForm, SignalForm
+
+# What the retry of a run does next, by what `operations.retry` answered.
+RETRIED = {
+    "unparked": "a worker will replay it.",
+    "reopened": "its failed activity is scheduled again with a fresh attempt budget.",
+}
+RETRYABLE = Q(status="failed") | (~Q(park_reason="") & ~Q(status__in=TERMINAL))
 
 
 def touches_json(model: Any, lookup: str) -> bool:
@@ -194,18 +201,28 @@ class RunActions(ReadOnlyAdmin):
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "retry")
         run = self._run(request, object_id)
-        form = ReasonForm(self._posted(request))
+        form = RetryForm(self._posted(request), run=run)
         if request.method == "POST" and form.is_valid():
-            try:
-                retry_run(run.pk)
-            except ContinuumError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            else:
-                text = audit.message("Retried (unparked)", form.cleaned_data["reason"])
-                self.log_change(request, run, text)
-                self.message_user(request, f"Run {run.pk} unparked; a worker will replay it.")
+            data = form.cleaned_data
+            done = self._retry(request, run, data["reason"], data["revision"], messages.ERROR)
+            if done:
+                self.message_user(request, f"Run {run.pk} {done}; {RETRIED[done]}")
             return self._done(run)
-        return self._action_page(request, run, f"Retry parked run {run.pk}", form, "Retry")
+        what = "failed" if run.status == "failed" else "parked"
+        return self._action_page(request, run, f"Retry {what} run {run.pk}", form, "Retry")
+
+    def _retry(
+        self, request: HttpRequest, run: WorkflowRun, reason: str, revision: int, level: int
+    ) -> str:
+        """`operations.retry` fenced at ``revision``, logged; its error as a message."""
+        try:
+            done = retry(run.pk, operator=request.user.get_username(), reason=reason,
+                         revision=revision)  # fmt: skip
+        except ContinuumError as exc:
+            self.message_user(request, str(exc), level)
+            return ""
+        audit.log_runs(request, [run], audit.message(f"Retried ({done})", reason))
+        return done
 
     def release_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "release")
@@ -253,17 +270,42 @@ class RunActions(ReadOnlyAdmin):
         self.message_user(request, f"Cancellation requested for {len(done)} run(s).")
         return None
 
-    @admin.action(permissions=["retry"], description="Retry selected parked runs")
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
-        done = []
-        for run in queryset.live().parked():  # type: ignore[attr-defined]
-            try:
-                retry_run(run.pk)
-                done.append(run)
-            except ContinuumError as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-        audit.log_runs(request, done, audit.message("Retried (unparked)"))
-        self.message_user(request, f"{len(done)} parked run(s) unparked.")
+    @admin.action(permissions=["retry"], description="Retry selected parked or failed runs")
+    def retry_selected(
+        self, request: HttpRequest, queryset: QuerySet[WorkflowRun]
+    ) -> TemplateResponse | None:
+        """A confirmation page lists the runs with their revisions; applying retries each
+        run only if it is still at the revision listed (`RunChanged` otherwise)."""
+        runs = list(queryset.filter(RETRYABLE).order_by("created_at"))
+        failed = any(run.status == "failed" for run in runs)
+        form = BulkRetryForm(request.POST if "apply" in request.POST else None, failed=failed)
+        if "apply" not in request.POST or not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Retry runs",
+                "form": form,
+                "runs": runs,
+                "action": "retry_selected",
+                "selected": [str(run.pk) for run in runs],
+            }
+            return TemplateResponse(
+                request, "admin/continuum/workflowrun/retry_selected.html", context
+            )
+        counts = {"unparked": 0, "reopened": 0}
+        for run in runs:
+            revision = request.POST.get(f"revision_{run.pk}", "")
+            if not revision.isdigit():
+                self.message_user(request, f"run {run.pk}: no revision given", messages.WARNING)
+                continue
+            reason = form.cleaned_data["reason"]
+            done = self._retry(request, run, reason, int(revision), messages.WARNING)
+            if done:
+                counts[done] += 1
+        self.message_user(
+            request, f"{counts['unparked']} run(s) unparked, {counts['reopened']} reopened."
+        )
+        return None
 
     @admin.action(permissions=["release"], description="Release runs of the selected versions")
     def release_selected_versions(

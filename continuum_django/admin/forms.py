@@ -13,6 +13,7 @@ from ..engine.definitions import WorkflowDefinition, registry
 from ..engine.exceptions import PayloadError, UnknownWorkflow
 from ..models import WorkflowRun
 
+REQUIRED = "Required: kept with the action and recorded with your name in the admin log."
 LOGGED = "Optional: recorded with your name in the admin log (the run's HISTORY button)."
 
 
@@ -29,6 +30,42 @@ class ReasonForm(forms.Form):
     """Retry and release: nothing to choose but why."""
 
     reason = reason_field()
+
+
+class RetryForm(forms.Form):
+    """Retry a run, fenced: ``revision`` is the run's revision on the page the operator saw.
+
+    A failed run is reopened at its failed activity: that needs a reason."""
+
+    reason = reason_field()
+    revision = forms.IntegerField(widget=forms.HiddenInput, min_value=0)
+
+    def __init__(self, *args: Any, run: WorkflowRun, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {"revision": run.revision})
+        super().__init__(*args, **kwargs)
+        if run.status == "failed":
+            self.fields["reason"].required = True
+            self.fields["reason"].help_text = REQUIRED
+
+
+class BulkRetryForm(forms.Form):
+    """Retry of selected runs: the revisions come as ``revision_<run id>`` fields."""
+
+    reason = reason_field()
+
+    def __init__(self, *args: Any, failed: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if failed:
+            self.fields["reason"].required = True
+            self.fields["reason"].help_text = REQUIRED
+
+
+class RequiredReasonForm(forms.Form):
+    """Dead-letter: the reason is required."""
+
+    reason = forms.CharField(
+        max_length=500, widget=forms.TextInput(attrs={"size": 60}), help_text=REQUIRED
+    )
 
 
 class CancelForm(forms.Form):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -16,38 +17,31 @@ from django.utils.safestring import SafeString
 
 from ..models import TERMINAL, ActivityTask, ParkReason, RunStatus, Timer, WorkflowRun
 from ..redaction import redact
-from . import timeline
+from . import timeline, triage
 from .actions import RunActions
 from .display import error_html, payload_html, text_html
 from .health import HealthPage
 from .paging import section
+from .triage import ParkedFilter, TriageFilter, moment
+
+
+def moment_field(name: str, label: str) -> Callable[[Any, WorkflowRun], str]:
+    """A run page (and list) field showing the time ``name`` to the second, with its zone."""
+
+    @admin.display(description=label, ordering=name)
+    def show(self: Any, run: WorkflowRun) -> str:
+        return moment(getattr(run, name))
+
+    return show
+
 
 OPEN_TASKS = ["scheduled", "running"]
 TIMELINE_EVENTS = 2 * timeline.MAX_BARS  # enough events for the bars it draws, no more
 
 
-class ParkedFilter(admin.SimpleListFilter):
-    title = "parked"
-    parameter_name = "parked"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [
-            (ParkReason.DRIFT, "on replay drift"),
-            (ParkReason.UNKNOWN_VERSION, "on unknown version"),
-            (ParkReason.ERROR, "on repeated errors"),
-            ("any", "parked, any reason"),
-            ("no", "not parked"),
-        ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if value == "any":
-            return queryset.live().parked()  # type: ignore[attr-defined]
-        if value == "no":
-            return queryset.filter(park_reason="")
-        if value:
-            return queryset.live().filter(park_reason=value)  # type: ignore[attr-defined]
-        return queryset
+def retryable(run: WorkflowRun) -> bool:
+    """Whether `operations.retry` may take the run: live and parked, or failed."""
+    return run.status == RunStatus.FAILED or bool(run.park_reason and not run.is_terminal)
 
 
 def link_to(run_id: Any, text: str | None = None) -> SafeString:
@@ -74,7 +68,7 @@ def wait_reason(run: WorkflowRun) -> str:
     if timer:
         _, kind, name = [*timer.split(":", 2), "", ""][:3]
         when = getattr(run, "waiting_timer_at", None)
-        until = f" until {when:%Y-%m-%d %H:%M:%S}" if when else ""
+        until = f" until {moment(when)}" if when else ""
         if kind == "signal":
             return prefix + f"signal {name}{until}"
         return prefix + f"timer{until}"
@@ -84,15 +78,21 @@ def wait_reason(run: WorkflowRun) -> str:
 class WorkflowRunAdmin(HealthPage, RunActions):
     list_display = [
         "short_id",
-        "workflow_name",
-        "workflow_version",
+        "workflow",
         "status_badge",
-        "namespace",
         "waiting_for",
-        "created_at",
-        "updated_at",
+        "last_error",
+        "attempt",
+        "age",
     ]
-    list_filter = ["status", ParkedFilter, "workflow_name", "namespace", "workflow_version"]
+    list_filter = [
+        "status",
+        TriageFilter,
+        ParkedFilter,
+        "workflow_name",
+        "namespace",
+        "workflow_version",
+    ]
     search_fields = ["id", "idempotency_key"]
     search_help_text = (
         "A run id (or part of one) or an idempotency key; key=value finds runs whose "
@@ -111,8 +111,9 @@ class WorkflowRunAdmin(HealthPage, RunActions):
                     ("workflow_name", "workflow_version", "version_hash"),
                     ("namespace", "idempotency_key"),
                     "waiting_for",
+                    "trouble",
                     "attributes_html",
-                    ("created_at", "updated_at", "finished_at"),
+                    ("created", "updated", "finished"),
                 ]
             },
         ),
@@ -120,14 +121,14 @@ class WorkflowRunAdmin(HealthPage, RunActions):
             "Lease and wake-up",
             {
                 "fields": [
-                    ("lease_owner", "lease_token", "lease_expires_at"),
-                    ("next_wakeup_at", "cancel_requested", "revision"),
+                    ("lease_owner", "lease_token", "lease_expires"),
+                    ("next_wakeup", "cancel_requested", "revision"),
                     ("park_reason", "park_detail_html"),
                 ]
             },
         ),
         ("Links", {"fields": ["links"]}),
-        ("Input, result, error", {"fields": ["input_html", "result_html", "error_html"]}),
+        ("Input and result", {"fields": ["input_html", "result_html"]}),
     ]
 
     # -- the list --------------------------------------------------------------
@@ -135,22 +136,46 @@ class WorkflowRunAdmin(HealthPage, RunActions):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowRun]:
         tasks = ActivityTask.objects.filter(run=OuterRef("pk"), status__in=OPEN_TASKS)
         timers = Timer.objects.filter(run=OuterRef("pk"), fired=False, cancelled=False)
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                waiting_activity=Subquery(tasks.order_by("id").values("activity")[:1]),
-                open_activities=Subquery(
-                    tasks.order_by().values("run").annotate(n=Count("id")).values("n")[:1]
-                ),
-                waiting_timer=Subquery(timers.order_by("fire_at").values("command_id")[:1]),
-                waiting_timer_at=Subquery(timers.order_by("fire_at").values("fire_at")[:1]),
-            )
+        return triage.annotate(super().get_queryset(request)).annotate(
+            waiting_activity=Subquery(tasks.order_by("id").values("activity")[:1]),
+            open_activities=Subquery(
+                tasks.order_by().values("run").annotate(n=Count("id")).values("n")[:1]
+            ),
+            waiting_timer=Subquery(timers.order_by("fire_at").values("command_id")[:1]),
+            waiting_timer_at=Subquery(timers.order_by("fire_at").values("fire_at")[:1]),
         )
 
     @admin.display(description="run", ordering="id")
     def short_id(self, run: WorkflowRun) -> str:
         return str(run.id)[:8]
+
+    @admin.display(description="workflow", ordering="workflow_name")
+    def workflow(self, run: WorkflowRun) -> SafeString:
+        """Name and version, the namespace under them (one column: the list fits 1400 px)."""
+        return format_html(
+            '{} v{}<br><span class="cn-muted">{}</span>',
+            run.workflow_name,
+            run.workflow_version,
+            run.namespace,
+        )
+
+    @admin.display(description="last error")
+    def last_error(self, run: WorkflowRun) -> SafeString:
+        return triage.error_line(triage.failing_error(run))
+
+    @admin.display(description="attempt")
+    def attempt(self, run: WorkflowRun) -> str:
+        return triage.attempts(run) or "—"
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, run: WorkflowRun) -> SafeString:
+        return triage.age_html(run)
+
+    created = moment_field("created_at", "created")
+    updated = moment_field("updated_at", "updated")
+    finished = moment_field("finished_at", "finished")
+    lease_expires = moment_field("lease_expires_at", "lease expires")
+    next_wakeup = moment_field("next_wakeup_at", "next wake-up")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, run: WorkflowRun) -> SafeString:
@@ -192,8 +217,10 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         return text_html(run.park_detail)
 
     @admin.display(description="last error")
-    def error_html(self, run: WorkflowRun) -> SafeString:
-        return error_html(run.error)
+    def trouble(self, run: WorkflowRun) -> SafeString:
+        """A finished run's error (with its traceback), or the failing activity's error and
+        its next attempt while the run is live."""
+        return error_html(run.error) if run.error else triage.trouble_html(run)
 
     @admin.display(description="related runs")
     def links(self, run: WorkflowRun) -> SafeString:
@@ -250,9 +277,8 @@ class WorkflowRunAdmin(HealthPage, RunActions):
                 timeline=self._timeline(run, events.count),
                 can_cancel=not run.is_terminal and self.has_cancel_permission(request),
                 can_signal=not run.is_terminal and self.has_signal_permission(request),
-                can_retry=bool(run.park_reason)
-                and not run.is_terminal
-                and self.has_retry_permission(request),
+                can_retry=retryable(run) and self.has_retry_permission(request),
+                can_dead_letter=self.has_retry_permission(request),
                 can_release=run.park_reason == ParkReason.UNKNOWN_VERSION
                 and not run.is_terminal
                 and self.has_release_permission(request),

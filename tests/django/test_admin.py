@@ -292,7 +292,7 @@ def test_retry_needs_its_permission(
     run.refresh_from_db()
     assert run.park_reason == "drift"
     with django_capture_on_commit_callbacks() as sent:
-        response = staff("retry_run").post(action_url("retry", run.id))
+        response = staff("retry_run").post(action_url("retry", run.id), {"revision": run.revision})
     assert response.status_code == 302
     run.refresh_from_db()
     assert (run.park_reason, run.park_detail) == ("", "")
@@ -334,7 +334,9 @@ def test_bulk_actions_follow_their_permissions(staff: Callable[..., Client]) -> 
     assert confirm.status_code == 200 and "Cancel the runs" in confirm.content.decode()
     operator.post(CHANGELIST, {**data, "apply": "1", "reason": "bulk"})
     assert run.get().cancel_requested
-    operator.post(CHANGELIST, {"action": "retry_selected", "_selected_action": [parked.id]})
+    retry = {"action": "retry_selected", "_selected_action": [parked.id]}
+    assert "Retry the runs" in operator.post(CHANGELIST, retry).content.decode()
+    operator.post(CHANGELIST, {**retry, "apply": "1", f"revision_{parked.id}": parked.revision})
     parked.refresh_from_db()
     assert parked.park_reason == ""
 
@@ -415,7 +417,8 @@ def test_every_run_page_action_is_logged_with_user_and_reason(
     cancel = {"reason": "customer asked"}
     assert operator.post(action_url("cancel", waiting.id), cancel).status_code == 302
     drifted = RunFactory(park_reason="drift")
-    assert operator.post(action_url("retry", drifted.id), {"reason": "fixed"}).status_code == 302
+    retry = {"reason": "fixed", "revision": drifted.revision}
+    assert operator.post(action_url("retry", drifted.id), retry).status_code == 302
     parked = RunFactory(park_reason="unknown_version", workflow_version=7)
     assert operator.post(action_url("release", parked.id), {}).status_code == 302
 
@@ -445,7 +448,8 @@ def test_bulk_actions_are_logged_on_each_run(staff: Callable[..., Client]) -> No
     data = {"action": "cancel_selected", "_selected_action": [r.id for r in runs]}
     operator.post(CHANGELIST, {**data, "apply": "1", "reason": "bulk", "terminate": "on"})
     drifted = RunFactory(park_reason="drift")
-    operator.post(CHANGELIST, {"action": "retry_selected", "_selected_action": [drifted.id]})
+    retry = {"action": "retry_selected", "_selected_action": [drifted.id], "apply": "1"}
+    operator.post(CHANGELIST, {**retry, f"revision_{drifted.id}": drifted.revision})
     parked = RunFactory(park_reason="unknown_version", workflow_version=7)
     release = {"action": "release_selected_versions", "_selected_action": [parked.id]}
     operator.post(CHANGELIST, release)

@@ -1,4 +1,5 @@
-"""A real headless Chromium drives the admin: log in, read a run's timeline, signal, cancel.
+"""A real headless Chromium drives the admin: log in, read a run's timeline, signal, cancel,
+triage a failed run at 1400 px and retry it.
 
 Debian's ``chromium`` package provides the browser (Playwright never downloads its own
 here); `.ci/run` installs it. Screenshots go to ``test-artifacts/browser/``.
@@ -19,6 +20,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from continuum_django.models import WorkflowRun
 from example_project.orders.workflows import fulfil_order
 from tests.conftest import REPO_ROOT
+from tests.testapp import reliability as rl
 
 from .helpers import wait_until
 
@@ -72,6 +74,24 @@ def start_order(order_id: str) -> str:
     return str(fulfil_order.options(namespace="shop").start(order_id, ITEMS).id)
 
 
+def log_in(page: Page, live_server: Any, then: str) -> None:
+    page.goto(f"{live_server.url}/admin/login/?next={then}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+
+
+def overflow(page: Page) -> dict[str, int]:
+    """How wide the page and the run list's table are, against the room they have."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => {
+            const results = document.querySelector("#changelist .results");
+            return {page: document.documentElement.scrollWidth,
+                    table: results.scrollWidth, room: results.clientWidth};
+        }"""
+    )
+
+
 def test_admin_in_a_real_browser(
     worker_factory: Callable[..., WorkerProcess],
     live_server: Any,
@@ -83,10 +103,7 @@ def test_admin_in_a_real_browser(
     to_cancel = start_order("o-cancel")
     wait_until(lambda: awaiting_approval(to_approve) and awaiting_approval(to_cancel))
 
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/continuum/workflowrun/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "password")
-    page.click("input[type=submit]")
+    log_in(page, live_server, "/admin/continuum/workflowrun/")
     expect(page.locator("#result_list")).to_contain_text("orders.fulfil")
     expect(page.locator("#result_list")).to_contain_text("signal approval until")
     page.screenshot(path=str(SHOTS / "run-list.png"), full_page=True)
@@ -128,3 +145,51 @@ def test_admin_in_a_real_browser(
     expect(page.locator("#history")).to_contain_text("customer called")
     expect(page.locator("#activity-tasks")).to_contain_text("refund_charge")
     page.screenshot(path=str(SHOTS / "run-cancelled.png"), full_page=True)
+
+
+def test_a_failed_run_is_triaged_and_retried_in_a_real_browser(
+    worker_factory: Callable[..., WorkerProcess],
+    live_server: Any,
+    admin_user: Any,
+    page: Page,
+    tmp_path: Path,
+) -> None:
+    worker_factory()
+    needed = tmp_path / "config.txt"
+    run_id = str(rl.needs_file_workflow.start(str(needed)).id)
+    wait_until(
+        lambda: WorkflowRun.objects.filter(pk=run_id, status="failed").exists(),
+        what="the run to fail at its activity",
+    )
+    start_order("o-waiting")  # a second row, waiting for its approval
+
+    # The list at 1400 px: every column inside the page, the failing run found by its filter.
+    log_in(page, live_server, "/admin/continuum/workflowrun/?triage=failing")
+    row = page.locator("#result_list tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("ValueError")
+    expect(row).to_contain_text("config.txt is missing")
+    expect(row.locator("td.field-attempt")).to_have_text("2/2")
+    page.goto(f"{live_server.url}/admin/continuum/workflowrun/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    sizes = overflow(page)
+    assert sizes["page"] <= 1400 and sizes["table"] <= sizes["room"], sizes
+    page.screenshot(path=str(SHOTS / "run-list-triage.png"))
+
+    # The run page says why it failed; the operator fixes the cause and retries it.
+    page.goto(f"{live_server.url}/admin/continuum/workflowrun/{run_id}/change/")
+    expect(page.locator(".field-trouble")).to_contain_text("config.txt is missing")
+    needed.write_text("configured")
+    page.click("ul.object-tools >> text=Retry")
+    page.fill("#id_reason", "config restored")
+    page.click("input[type=submit][value=Retry]")
+    expect(page.locator("ul.messagelist")).to_contain_text("reopened")
+    wait_until(
+        lambda: WorkflowRun.objects.filter(pk=run_id, status="completed").exists(),
+        what="the retried run to complete",
+    )
+    page.reload()
+    expect(page.locator(".cn-status-completed").first).to_be_visible()
+    expect(page.locator("#history")).to_contain_text("activity_retry_scheduled")
+    expect(page.locator("#history")).to_contain_text("config restored")
+    page.screenshot(path=str(SHOTS / "run-retried.png"), full_page=True)
