@@ -154,9 +154,15 @@ class RunJournal(OrmBase):
             dispatch.starts[new.run_id] = signed_start(new.run_id, payload)
 
     def claim_run(self, run_id: str, owner: str, lease_seconds: float) -> RunClaim | None:
+        # No unread/due-timer probes in the locking statement: a SELECT ... FOR UPDATE that
+        # waited for the row (a signal being delivered, an activation being written) reads
+        # the row as that writer left it, but its subqueries keep the snapshot from before
+        # the wait, so the probes could deny the very signal or timer that made it wait
+        # (and the run would suspend over it: a lost wake-up). The mailbox and the due
+        # timers are read after the lock instead.
         with self._atomic():
             try:
-                run, now = self._lock_run(run_id, flags=True)
+                run, now = self._lock_run(run_id)
             except RunNotFound:
                 return None
             if run.status in TERMINAL or run.park_reason:
@@ -164,11 +170,7 @@ class RunJournal(OrmBase):
             if run.lease_expires_at is not None and run.lease_expires_at > now:
                 return None
             timers = Timer.objects.using(self.using)
-            due = []
-            if run.due_timers:  # type: ignore[attr-defined]
-                due = list(
-                    timers.filter(run_id=run.id, fired=False, cancelled=False, fire_at__lte=now)
-                )
+            due = list(timers.filter(run_id=run.id, fired=False, cancelled=False, fire_at__lte=now))
             if due:
                 fired = [NewEvent(type=EventType.TIMER_FIRED, command_id=t.command_id) for t in due]
                 self._append(run, fired, now)
@@ -181,7 +183,7 @@ class RunJournal(OrmBase):
 
     def refresh_claim(self, claim: RunClaim, lease_seconds: float) -> RunClaim:
         with self._atomic():
-            run, now = self._lock_run(claim.run_id, flags=True)
+            run, now = self._lock_run(claim.run_id)  # no probes under FOR UPDATE: see claim_run
             self._check_lease(run, claim, now)
             run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
             self.sql.update(run, ["lease_expires_at"])
