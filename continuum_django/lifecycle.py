@@ -70,6 +70,8 @@ class SignalObserver(Observer):
     """Turns the runtime's hooks into the Django signals above."""
 
     def advanced(self, claim: RunClaim, activation: Activation) -> None:
+        if not any(signal.has_listeners(sender) for signal, sender in _ON_ADVANCE):
+            return  # nothing listens: this runs on every step, so do no more
         run_id, workflow = claim.run_id, claim.workflow_name
         for event in activation.events:
             payload = event.payload or {}
@@ -112,3 +114,13 @@ class SignalObserver(Observer):
 
     def swept(self, counts: dict[str, int], seconds: float) -> None:
         _send(sweep_finished, WorkflowRun, counts=counts, seconds=seconds)
+
+
+# The signals `SignalObserver.advanced` may send.
+_ON_ADVANCE = (
+    (activity_scheduled, ActivityTask),
+    (timer_scheduled, Timer),
+    (signal_received, MailboxSignal),
+    (run_advanced, WorkflowRun),
+    (run_ended, WorkflowRun),
+)
