@@ -31,10 +31,28 @@ from .engine.retry import RetryPolicy
 from .engine.runtime import ActivityContext
 
 if TYPE_CHECKING:
-    from .client import RunHandle, cancel, get_run, result, signal, start
+    from .client import (
+        RunHandle,
+        cancel,
+        get_run,
+        result,
+        signal,
+        signal_with_start,
+        start,
+        state,
+    )
     from .operations import dead_letter, retry
 
-_CLIENT = {"RunHandle", "start", "signal", "cancel", "result", "get_run"}
+_CLIENT = {
+    "RunHandle",
+    "start",
+    "signal",
+    "signal_with_start",
+    "cancel",
+    "result",
+    "get_run",
+    "state",
+}
 _OPERATIONS = {"retry", "dead_letter"}
 
 
@@ -85,6 +103,8 @@ __all__ = [
     "result",
     "retry",
     "signal",
+    "signal_with_start",
     "start",
+    "state",
     "workflow",
 ]

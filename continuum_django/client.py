@@ -31,6 +31,7 @@ from .engine.exceptions import (
     WorkflowCancelled,
     WorkflowFailed,
 )
+from .engine.journal import NewRun
 from .engine.local import new_run
 from .journal.base import RUN_ENDED
 from .journal.lean import statements
@@ -117,6 +118,9 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> Any:
         return result(self.id, timeout=timeout)
 
+    def state(self, *, redact: bool = False) -> dict[str, Any]:
+        return state(self.id, redact=redact)
+
 
 def start(
     workflow: WorkflowDefinition[..., Any] | str,
@@ -132,11 +136,38 @@ def start(
     With ``idempotency_key``, a run already started under that key (in this namespace,
     for this workflow) is returned instead of a new one.
     """
+    definition = _definition(workflow)
+    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes)
+    conf = app_settings()
+    engine = runtime()
+    run_id, created, dispatch = engine.journal.create_run(new)
+    if not created:
+        _warn_reused_key(run_id, new.idempotency_key, new.input)
+    engine.dispatcher.send(dispatch)
+    if created:
+        lifecycle.after_commit(
+            conf.DATABASE, lifecycle.run_started, WorkflowRun,
+            run_id=run_id, workflow=new.workflow_name, version=new.version,
+        )  # fmt: skip
+    return RunHandle(run_id)
+
+
+def _definition(workflow: WorkflowDefinition[..., Any] | str) -> WorkflowDefinition[..., Any]:
     if isinstance(workflow, WorkflowDefinition):
-        definition = workflow
-    else:
-        limit = _max_length(WorkflowRun, "workflow_name")
-        definition = registry.workflow(check_text(workflow, "workflow name", max_length=limit))
+        return workflow
+    limit = _max_length(WorkflowRun, "workflow_name")
+    return registry.workflow(check_text(workflow, "workflow name", max_length=limit))
+
+
+def _new_run(
+    definition: WorkflowDefinition[..., Any],
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    idempotency_key: str | None,
+    namespace: str,
+    attributes: dict[str, Any] | None,
+) -> NewRun:
+    """The run `start` (or `signal_with_start`) would insert, every input checked."""
     _check_start(definition, args, kwargs)
     check_start_options(idempotency_key=idempotency_key, namespace=namespace, attributes=attributes)
     settings = app_settings()
@@ -150,22 +181,64 @@ def start(
         max_payload_bytes=settings.MAX_PAYLOAD_BYTES,
         max_payload_depth=settings.max_payload_depth,
     )
-    conf = app_settings()
-    if conf.OPENTELEMETRY:
+    if settings.OPENTELEMETRY:
         from .tracing import start_context
 
         new = replace(new, trace=start_context() or None)
+    return new
+
+
+def signal_with_start(
+    workflow: WorkflowDefinition[..., Any] | str,
+    signal: str,
+    payload: Any = None,
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    namespace: str = "default",
+    attributes: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+) -> RunHandle:
+    """Deliver ``signal`` to the run holding ``idempotency_key``, starting that run first
+    when none does; both in the caller's transaction, atomically (the first advance is
+    sent on commit). Concurrent calls with one key make one run and deliver every signal.
+
+    The key keeps `start`'s meaning: it names one run for as long as the run is kept. So
+    when that run has ended, nothing is started and `RunNotActive` is raised (a continued
+    run's signal goes to its chain's live tip, as `signal` sends it).
+    """
+    definition = _definition(workflow)
+    if idempotency_key is None:
+        raise ValueError(
+            "signal_with_start needs an idempotency_key: it names the run to signal or start"
+        )
+    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes)
+    encoded = _signal_payload(signal, payload, dedupe_key)
+    check_signal(definition, signal, codec.decode(encoded))
+    conf = app_settings()
     engine = runtime()
-    run_id, created, dispatch = engine.journal.create_run(new)
-    if not created:
-        _warn_reused_key(run_id, new.idempotency_key, new.input)
+    run_id, created, dispatch = engine.journal.signal_with_start(new, signal, encoded, dedupe_key)
     engine.dispatcher.send(dispatch)
     if created:
         lifecycle.after_commit(
             conf.DATABASE, lifecycle.run_started, WorkflowRun,
             run_id=run_id, workflow=new.workflow_name, version=new.version,
         )  # fmt: skip
+    lifecycle.after_commit(conf.DATABASE, lifecycle.signal_sent, Signal, run_id=run_id, name=signal)
     return RunHandle(run_id)
+
+
+def _signal_payload(name: Any, payload: Any, dedupe_key: Any) -> Any:
+    """The signal's payload in the codec's form, its name and dedupe key checked."""
+    _check_signal_ids(name, dedupe_key)
+    settings = app_settings()
+    return codec.encode(
+        payload,
+        what=f"payload of signal {name!r}",
+        max_bytes=settings.MAX_PAYLOAD_BYTES,
+        max_depth=settings.max_payload_depth,
+    )
 
 
 def _check_start(
@@ -203,14 +276,7 @@ def signal(run_id: Any, name: str, payload: Any = None, dedupe_key: str | None =
     Given any run id of a continue_as_new chain, the signal goes to the chain's live tip.
     Raises `SignalRejected` when the workflow's signal contract refuses it.
     """
-    _check_signal_ids(name, dedupe_key)
-    settings = app_settings()
-    encoded = codec.encode(
-        payload,
-        what=f"payload of signal {name!r}",
-        max_bytes=settings.MAX_PAYLOAD_BYTES,
-        max_depth=settings.max_payload_depth,
-    )
+    encoded = _signal_payload(name, payload, dedupe_key)
     tip = _tip(run_id)
     if (tip.workflow_name, tip.workflow_version) in registry.workflows:
         definition = registry.workflow(tip.workflow_name, tip.workflow_version)
@@ -238,6 +304,23 @@ def cancel(run_id: Any, reason: str = "", terminate: bool = False) -> None:
     )  # fmt: skip
 
 
+def state(run_id: Any, *, redact: bool = False) -> dict[str, Any]:
+    """The last value of each key the run published (`WorkflowContext.publish`), decoded,
+    read from the run's row without replaying it. Given any run id of a continue_as_new
+    chain, the chain's live tip answers (it carries its predecessor's state over).
+
+    With ``redact``, the state is passed through ``CONTINUUM["REDACT"]`` first, as the
+    admin shows it: for showing it to people rather than using it.
+    """
+    values = _tip(run_id).state
+    if redact:
+        from .redaction import redact as hide
+
+        shown = hide(values)
+        return shown if isinstance(shown, dict) else {}
+    return values
+
+
 def get_run(run_id: Any) -> WorkflowRun:
     """The `WorkflowRun` with exactly this id."""
     run = WorkflowRun.objects.using(app_settings().DATABASE).filter(pk=_run_id(run_id)).first()
@@ -263,7 +346,7 @@ def _chain_tip(run: WorkflowRun) -> WorkflowRun:
 
 
 # Columns `result()` does not read: left out of its polling read (they load if touched).
-_NOT_READ_BY_RESULT = ("input", "attributes", "park_detail", "version_hash")
+_NOT_READ_BY_RESULT = ("input", "attributes", "published_state", "park_detail", "version_hash")
 
 
 def _tip_outcome(run_id: Any) -> WorkflowRun:

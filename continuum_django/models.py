@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
 
+from .engine import codec
 from .engine.journal import RunStatus as _RunStatus
 from .engine.journal import TaskStatus as _TaskStatus
 
@@ -54,6 +56,8 @@ class WorkflowRun(models.Model):
     error = models.JSONField(null=True, blank=True)
     namespace = models.CharField(max_length=100, default="default")
     attributes = models.JSONField(default=dict, blank=True)
+    # The last value of each key the workflow published (`ctx.publish`), in the codec's form.
+    published_state = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key, outside the unique constraint
     lease_owner = models.CharField(max_length=255, blank=True, default="")
     lease_token = models.BigIntegerField(default=0)
@@ -123,6 +127,11 @@ class WorkflowRun(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The last value of each key the workflow published (`ctx.publish`), decoded."""
+        return {key: codec.decode(value) for key, value in (self.published_state or {}).items()}
 
 
 class WorkflowEvent(models.Model):

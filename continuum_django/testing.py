@@ -41,7 +41,7 @@ from .engine.exceptions import (
     WorkflowFailed,
 )
 from .engine.journal import ParkReason, RunStatus
-from .engine.local import LocalRunner
+from .engine.local import LocalRunner, new_run
 from .engine.verify import ReplayVerdict, replay_history
 
 __all__ = ["LocalRun", "ReplayVerdict", "WorkflowEnvironment", "load_history", "replay"]
@@ -99,6 +99,33 @@ class WorkflowEnvironment:
         self.run(skip_time=False)
         return run
 
+    def signal_with_start(
+        self,
+        workflow: WorkflowDefinition[..., Any] | str,
+        signal: str,
+        payload: Any = None,
+        *args: Any,
+        idempotency_key: str,
+        **kwargs: Any,
+    ) -> LocalRun:
+        """Signal the run holding ``idempotency_key``, starting it first when none does
+        (see `continuum_django.signal_with_start`); then do the work that is due now."""
+        runner = self.runner
+        definition = (
+            runner.runtime.registry.workflow(workflow) if isinstance(workflow, str) else workflow
+        )
+        config = runner.runtime.config
+        limits: dict[str, Any] = {
+            "max_payload_bytes": config.max_payload_bytes,
+            "max_payload_depth": config.max_payload_depth,
+        }
+        new = new_run(definition, args, kwargs, idempotency_key=idempotency_key, **limits)
+        encoded = _encode_signal(config, signal, payload)
+        run_id, _, dispatch = runner.journal.signal_with_start(new, signal, encoded, None)
+        runner.dispatcher.send(dispatch)
+        self.run(skip_time=False)
+        return LocalRun(self, run_id)
+
     def run(self, *, skip_time: bool = True) -> None:
         """Do every piece of due work; with ``skip_time``, jump the clock to each next timer
         or retry until nothing is left."""
@@ -130,19 +157,18 @@ class LocalRun:
     def attributes(self) -> dict[str, Any]:
         return dict(self._stored.attributes)
 
+    @property
+    def state(self) -> dict[str, Any]:
+        """What the run published (`WorkflowContext.publish`): each key's last value."""
+        return {key: codec.decode(value) for key, value in self._stored.state.items()}
+
     def history(self) -> list[Event]:
         return self.env.runner.journal.history(self.id)
 
     def signal(self, name: str, payload: Any = None, dedupe_key: str | None = None) -> None:
         """Deliver a signal and do the work it makes due (time does not move)."""
         runner = self.env.runner
-        config = runner.runtime.config
-        encoded = codec.encode(
-            payload,
-            what=f"payload of signal {name!r}",
-            max_bytes=config.max_payload_bytes,
-            max_depth=config.max_payload_depth,
-        )
+        encoded = _encode_signal(runner.runtime.config, name, payload)
         runner.dispatcher.send(runner.journal.deliver_signal(self.id, name, encoded, dedupe_key))
         self.env.run(skip_time=False)
 
@@ -191,6 +217,15 @@ class LocalRun:
             "outcome": outcome,
             "events": [_event_json(e) for e in self.history()],
         }
+
+
+def _encode_signal(config: EngineConfig, name: str, payload: Any) -> Any:
+    return codec.encode(
+        payload,
+        what=f"payload of signal {name!r}",
+        max_bytes=config.max_payload_bytes,
+        max_depth=config.max_payload_depth,
+    )
 
 
 def _event_json(event: Event) -> dict[str, Any]:

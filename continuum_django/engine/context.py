@@ -10,6 +10,7 @@ workflow code cannot swallow.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import operator
 import uuid
@@ -35,6 +36,7 @@ from .exceptions import (
     ChildFailed,
     ContinueAsNew,
     ContinuumError,
+    PayloadError,
     ReplayDriftError,
     SignalTimeout,
     WorkflowUsageError,
@@ -122,6 +124,26 @@ class _Compensation:
 
 
 MAX_CHILD_DEPTH = 8
+
+# Longest key `WorkflowContext.publish` takes (it is part of a command id).
+MAX_STATE_KEY_CHARS = 200
+
+
+def check_state_key(key: Any) -> str:
+    """``key`` if it can name a published value; else a `WorkflowUsageError` saying why."""
+    if not isinstance(key, str):
+        raise WorkflowUsageError(f"publish needs a str key, not {type(key).__name__}")
+    if not key:
+        raise WorkflowUsageError("publish needs a non-empty key")
+    if len(key) > MAX_STATE_KEY_CHARS:
+        raise WorkflowUsageError(
+            f"publish key is {len(key)} characters long, over the limit of {MAX_STATE_KEY_CHARS}"
+        )
+    problem = codec.string_problem(key)
+    if problem:
+        raise WorkflowUsageError(f"publish key {problem}")
+    return key
+
 
 _OUTCOMES = {
     EventType.ACTIVITY_COMPLETED,
@@ -242,6 +264,10 @@ class WorkflowContext:
         self._random: Random | None = None  # seeded on first use: most never draw
         self._attributes: dict[str, Any] = dict(started.get("attributes") or {})
         self._attributes_changed = False
+        # Published state, in the codec's form: carried over from a predecessor (see
+        # `NewRun.state`), then each `publish` in order, replayed ones included.
+        self._state: dict[str, Any] = dict(started.get("state") or {})
+        self._state_changed = False
         self._cancel_delivered = False
         self._compensations: list[_Compensation] = []
         self._patches: dict[str, bool] = {}  # each patch id's first answer in this run
@@ -279,6 +305,11 @@ class WorkflowContext:
     def attributes(self) -> dict[str, Any] | None:
         """The run's attributes when the code changed them, else None."""
         return self._attributes if self._attributes_changed else None
+
+    @property
+    def published_state(self) -> dict[str, Any] | None:
+        """The run's published state when this activation published something, else None."""
+        return self._state if self._state_changed else None
 
     # -- activities ----------------------------------------------------------
 
@@ -623,6 +654,36 @@ class WorkflowContext:
         self._attributes.update(self._encode(attributes, "attributes"))
         self._attributes_changed = True
 
+    def publish(self, key: str, value: Any) -> None:
+        """Expose ``value`` under ``key`` to the world: ``continuum_django.state(run_id)``
+        reads the last value of each key without replaying the run.
+
+        Journaled once as a ``state_published`` command; replay returns at once and writes
+        nothing again. ``value`` goes through the codec, under the payload limits, and the
+        whole state must stay within ``MAX_PAYLOAD_BYTES`` too.
+        """
+        check_state_key(key)
+        command_id, recorded = self._command("publish", key)
+        if recorded is not None:
+            self._state[key] = recorded.payload["value"]
+            return
+        encoded = self._encode(value, f"value published as {key!r}")
+        state = {**self._state, key: encoded}
+        limit = self._config.max_payload_bytes
+        if limit is not None:
+            size = len(json.dumps(state, separators=(",", ":")).encode())
+            if size > limit:
+                raise PayloadError(
+                    f"publishing {key!r} would make the run's published state {size} bytes "
+                    f"once encoded, over the limit of {limit} bytes "
+                    "(CONTINUUM['MAX_PAYLOAD_BYTES']); publish less, or a reference",
+                    size=size,
+                    limit=limit,
+                )
+        self._emit(EventType.STATE_PUBLISHED, command_id, {"key": key, "value": encoded})
+        self._state = state
+        self._state_changed = True
+
     # -- internals -----------------------------------------------------------
 
     def _encode(self, value: Any, what: str) -> Any:
@@ -844,6 +905,7 @@ _KIND_TYPES = {
     "timer": (EventType.TIMER_SCHEDULED,),
     "child": (EventType.CHILD_STARTED,),
     "patch": (EventType.PATCH_MARKER,),
+    "publish": (EventType.STATE_PUBLISHED,),
     "side_effect": (EventType.SIDE_EFFECT,),
     "now": (EventType.SIDE_EFFECT,),
     "signal": (EventType.SIGNAL_RECEIVED, EventType.TIMER_SCHEDULED),

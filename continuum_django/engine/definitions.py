@@ -148,6 +148,17 @@ class WorkflowDefinition(Generic[P, R]):
 
         return start(self, args=list(args), kwargs=dict(kwargs))
 
+    def signal_with_start(
+        self, signal: str, payload: Any, *args: Any, idempotency_key: str, **kwargs: Any
+    ) -> Any:
+        """Signal the run holding ``idempotency_key``, starting it with these arguments
+        when no run does (see `continuum_django.signal_with_start`); returns a `RunHandle`."""
+        from continuum_django.client import signal_with_start
+
+        return signal_with_start(
+            self, signal, payload, list(args), dict(kwargs), idempotency_key=idempotency_key
+        )
+
     def options(self, **options: Any) -> StartOptions[P, R]:
         """Start options (``idempotency_key``, ``namespace``, ``attributes``) for `start`;
         a bad one is refused here, with a `ValueError` (an unknown one with a `TypeError`)."""
@@ -166,6 +177,15 @@ class StartOptions(Generic[P, R]):
         from continuum_django.client import start
 
         return start(self.workflow, args=list(args), kwargs=dict(kwargs), **self.options)
+
+    def signal_with_start(self, signal: str, payload: Any, *args: Any, **kwargs: Any) -> Any:
+        """`WorkflowDefinition.signal_with_start` with these options (``idempotency_key``
+        among them)."""
+        from continuum_django.client import signal_with_start
+
+        return signal_with_start(
+            self.workflow, signal, payload, list(args), dict(kwargs), **self.options
+        )
 
 
 def _is_types(rule: Any) -> bool:

@@ -33,6 +33,9 @@ class EventType(StrEnum):
     # An operator reopened a failed run at this failed activity: its earlier outcome (and
     # the run's failure) no longer count; the activity's next outcome does.
     ACTIVITY_RETRY_SCHEDULED = "activity_retry_scheduled"
+    # The workflow published a value under a key (`WorkflowContext.publish`): the run's
+    # published state is the last value of each key.
+    STATE_PUBLISHED = "state_published"
 
 
 # Events written by the workflow's own activations; their command ids must match on replay.
@@ -44,6 +47,7 @@ COMMAND_EVENTS = frozenset(
         EventType.PATCH_MARKER,
         EventType.CHILD_STARTED,
         EventType.COMPENSATION_SCHEDULED,
+        EventType.STATE_PUBLISHED,
     }
 )
 

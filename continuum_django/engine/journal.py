@@ -159,6 +159,8 @@ class NewRun:
     chain_root_id: str | None = None
     # The trace context the run was started in (OpenTelemetry's carrier), when traced.
     trace: dict[str, str] | None = None
+    # Published state carried over from the run this one continues (codec form).
+    state: dict[str, Any] = field(default_factory=dict)
 
     def started_payload(self) -> dict[str, Any]:
         """The payload of the run's ``run_started`` event."""
@@ -176,6 +178,8 @@ class NewRun:
         }
         if self.trace:
             payload["trace"] = self.trace
+        if self.state:  # replay starts the run's published state from it
+            payload["state"] = self.state
         return payload
 
 
@@ -209,8 +213,10 @@ def successor_run(
     parent_run_id: str | None,
     parent_command_id: str,
     chain_root_id: str,
+    state: dict[str, Any] | None = None,
 ) -> NewRun:
-    """The run a ``run_continued`` event asks for: same chain, same parent, fresh history."""
+    """The run a ``run_continued`` event asks for: same chain, same parent, fresh history,
+    the published ``state`` carried over."""
     p = event.payload
     return NewRun(
         run_id=p["next_run_id"],
@@ -227,6 +233,7 @@ def successor_run(
         parent_command_id=parent_command_id,
         continued_from_id=run_id,
         chain_root_id=chain_root_id,
+        state=dict(state or {}),
     )
 
 
@@ -354,6 +361,14 @@ class Journal(Protocol):
     def deliver_signal(
         self, run_id: str, name: str, payload: Any, dedupe_key: str | None
     ) -> Dispatch: ...
+
+    def signal_with_start(
+        self, new: NewRun, name: str, payload: Any, dedupe_key: str | None
+    ) -> tuple[str, bool, Dispatch]:
+        """`create_run` and `deliver_signal` to that run (or the one holding the key) as one
+        atomic write: concurrent callers with one key make one run and every signal lands.
+        Raises `RunNotActive` (and writes nothing) when the run holding the key has ended."""
+        ...
 
     def request_cancel(self, run_id: str, reason: str, terminate: bool) -> Dispatch: ...
 

@@ -73,6 +73,7 @@ class MemoryRun:
     chain_root_id: str = ""
     successor_id: str | None = None
     events: list[Event] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -205,6 +206,7 @@ class MemoryJournal:
             parent_run_id=new.parent_run_id,
             parent_command_id=new.parent_command_id,
             chain_root_id=new.chain_root_id or new.run_id,
+            state=dict(new.state),
         )
         self.runs[run.id] = run
         self._append(run, NewEvent(type=EventType.RUN_STARTED, payload=new.started_payload()), now)
@@ -287,16 +289,21 @@ class MemoryJournal:
     def _activity_claim(self, task: MemoryTask, reason: str = "") -> ActivityClaim:
         return ActivityClaim.of(task, reason)
 
+    def _keyed(self, new: NewRun) -> MemoryRun | None:
+        """The run already started under ``new``'s idempotency key, if any."""
+        if new.idempotency_key is None:
+            return None
+        key = (new.namespace, new.workflow_name, new.idempotency_key)
+        for run in self.runs.values():
+            if (run.namespace, run.workflow_name, run.idempotency_key) == key:
+                return run
+        return None
+
     def create_run(self, new: NewRun) -> tuple[str, bool, Dispatch]:
         with self._lock:
-            if new.idempotency_key is not None:
-                for run in self.runs.values():
-                    if (run.namespace, run.workflow_name, run.idempotency_key) == (
-                        new.namespace,
-                        new.workflow_name,
-                        new.idempotency_key,
-                    ):
-                        return run.id, False, Dispatch()
+            existing = self._keyed(new)
+            if existing is not None:
+                return existing.id, False, Dispatch()
             dispatch = Dispatch()
             run = self._insert(new, self.clock.now(), dispatch)
             return run.id, True, dispatch
@@ -362,6 +369,8 @@ class MemoryJournal:
             )
             if activation.attributes is not None:
                 run.attributes = activation.attributes
+            if activation.state is not None:
+                run.state = activation.state
             run.next_wakeup_at = None
             run.lease_owner = ""
             run.lease_expires_at = None
@@ -386,6 +395,7 @@ class MemoryJournal:
                 parent_run_id=run.parent_run_id,
                 parent_command_id=run.parent_command_id,
                 chain_root_id=run.chain_root_id,
+                state=run.state,
             ),
             now,
             dispatch,
@@ -687,6 +697,21 @@ class MemoryJournal:
             dispatch = Dispatch()
             self._wake(run, self.clock.now(), dispatch)
             return dispatch
+
+    def signal_with_start(
+        self, new: NewRun, name: str, payload: Any, dedupe_key: str | None
+    ) -> tuple[str, bool, Dispatch]:
+        with self._lock:
+            existing = self._keyed(new)
+            if existing is not None:
+                return (
+                    existing.id,
+                    False,
+                    self.deliver_signal(existing.id, name, payload, dedupe_key),
+                )
+            run_id, _, dispatch = self.create_run(new)
+            self.deliver_signal(run_id, name, payload, dedupe_key)  # same wake-up as the start
+            return run_id, True, dispatch
 
     def request_cancel(self, run_id: str, reason: str, terminate: bool) -> Dispatch:
         with self._lock:

@@ -45,6 +45,8 @@ class Activation:
     result: Any = None
     error: dict[str, Any] | None = None
     attributes: dict[str, Any] | None = None
+    # The run's whole published state when the activation published something, else None.
+    state: dict[str, Any] | None = None
     drift: str | None = None
     # Where replay diverged: position, recorded command id, issued command id (None when
     # the code ended or waited before reaching it), and the recorded event's seq.
@@ -180,6 +182,7 @@ def advance(
         result=value if outcome == Outcome.COMPLETED else None,
         error=error,
         attributes=ctx.attributes,
+        state=ctx.published_state,
         waiting_for=ctx.suspended_at,
         read_clock=ctx.read_clock,
     )

@@ -32,8 +32,9 @@ RUN_ENDED = "continuum_run_ended"  # NOTIFY channel; the payload is `runs.end_no
 
 # Columns the step path never reads: a locked run leaves them behind (they load on access).
 COLD_RUN_COLUMNS = (
-    "input", "result", "error", "attributes", "version_hash", "namespace", "idempotency_key",
-    "park_detail", "continued_from_id", "created_at", "updated_at", "finished_at",
+    "input", "result", "error", "attributes", "published_state", "version_hash", "namespace",
+    "idempotency_key", "park_detail", "continued_from_id", "created_at", "updated_at",
+    "finished_at",
 )  # fmt: skip
 
 # What the rest of an optimistic write reads of the run row it wrote (the rest is deferred).
@@ -296,6 +297,7 @@ class OrmBase:
             input=new.input,
             namespace=new.namespace,
             attributes=new.attributes,
+            published_state=new.state,
             idempotency_key=new.idempotency_key,
             parent_run_id=new.parent_run_id,
             parent_command_id=new.parent_command_id,

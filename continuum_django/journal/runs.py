@@ -313,6 +313,9 @@ class RunJournal(OrmBase):
         if activation.attributes is not None:
             run.attributes = activation.attributes
             fields.append("attributes")
+        if activation.state is not None:
+            run.published_state = activation.state
+            fields.append("published_state")
         if run.status in FINAL:  # one write for the activation and the end
             run.result, run.error, run.finished_at = activation.result, activation.error, now
             fields += ["result", "error", "finished_at"]
@@ -600,6 +603,7 @@ class RunJournal(OrmBase):
             parent_run_id=str(run.parent_run_id) if run.parent_run_id else None,
             parent_command_id=run.parent_command_id,
             chain_root_id=str(run.chain_root_id or run.id),
+            state=run.published_state,
         )
         successor = self._insert_run(new, dispatch)
         Signal.objects.using(self.using).filter(run=run, consumed_by__isnull=True).update(
@@ -726,6 +730,21 @@ class RunJournal(OrmBase):
             )
             self.sql.update(run, self._wake(run, now, dispatch))
         return dispatch
+
+    def signal_with_start(
+        self, new: NewRun, name: str, payload: Any, dedupe_key: str | None
+    ) -> tuple[str, bool, Dispatch]:
+        # One transaction (or a savepoint in the caller's): a racing caller's insert waits
+        # on the key's unique index until this commits, then finds the run and signals it.
+        with self._atomic():
+            run_id, created, dispatch = self.create_run(new)
+            delivered = self.deliver_signal(run_id, name, payload, dedupe_key)
+        if not created:
+            return run_id, False, delivered
+        # The signal moved the new run past the revision its first advance message would
+        # assume (`Dispatch.starts`): that advance reads the run, mailbox included.
+        dispatch.starts.pop(run_id, None)
+        return run_id, True, dispatch
 
     def _lock_tip(self, run_id: str, with_parent: bool = False) -> tuple[WorkflowRun, dt.datetime]:
         """Lock the live end of the run's chain (and its parent first, when asked)."""

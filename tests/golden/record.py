@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from continuum_django.engine.definitions import registry
-from continuum_django.engine.local import LocalRunner
+from continuum_django.engine.local import LocalRunner, new_run
 
 from . import workflows as g
 
@@ -58,6 +58,20 @@ def signal(name: str, payload: Any) -> Callable[[LocalRunner, str], None]:
     )
 
 
+def signal_with_start(
+    workflow: Any, name: str, payload: Any, *args: Any
+) -> Callable[[LocalRunner], str]:
+    """Start ``workflow`` by signal-with-start: its mailbox holds the signal from the start."""
+
+    def start(r: LocalRunner) -> str:
+        new = new_run(workflow, args, {}, idempotency_key="golden")
+        run_id, _, dispatch = r.journal.signal_with_start(new, name, payload, None)
+        r.dispatcher.send(dispatch)
+        return run_id
+
+    return start
+
+
 def skip_time(r: LocalRunner, run_id: str) -> None:
     r.run_until_idle(skip_time=True)
 
@@ -98,6 +112,13 @@ def main() -> int:
         scenario("patched_old_history", lambda r: r.start(g.patched), signal("go", None))
     finally:
         registry.workflows[("golden.patched", 1)] = current
+    scenario("signal_with_start", signal_with_start(g.signal_with_start, "add", "apple", "o-1"))
+    scenario("publish", lambda r: r.start(g.publish))
+    runner = LocalRunner()
+    run_id = runner.start(g.publish_chain, 1)
+    runner.run_until_idle()
+    record("publish_chain_1", runner, run_id)
+    record("publish_chain_2", runner, runner.journal.history(run_id)[-1].payload["next_run_id"])
     return 0
 
 

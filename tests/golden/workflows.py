@@ -145,3 +145,28 @@ def cancel_while_waiting(ctx: Any) -> str:
         ctx.compensate()
         raise
     return "signalled"
+
+
+@workflow(name="golden.signal_with_start")
+def signal_with_start(ctx: Any, order: str) -> dict[str, Any]:
+    first = ctx.wait_signal("add")
+    return {"order": order, "first": ctx.activity(echo, first)}
+
+
+@workflow(name="golden.publish")
+def publish(ctx: Any) -> int:
+    ctx.publish("stage", "charging")
+    total = ctx.activity(echo, 42)
+    ctx.publish("stage", "shipped")
+    ctx.publish("total", total)
+    return total  # type: ignore[no-any-return]
+
+
+@workflow(name="golden.publish_chain")
+def publish_chain(ctx: Any, cycle: int) -> int:
+    if cycle == 1:
+        ctx.publish("first", ctx.activity(echo, "one"))
+    ctx.publish("cycle", cycle)
+    if cycle < 2:
+        ctx.continue_as_new(cycle + 1)
+    return cycle
