@@ -106,7 +106,7 @@ def test_values_go_through_the_codec_and_the_size_limit() -> None:
 
     env = WorkflowEnvironment(config=EngineConfig(max_payload_bytes=200))
     assert env.start(big, 10).result() == "ok"
-    with pytest.raises(WorkflowFailed, match="value published as 'blob'.*over the limit of 200"):
+    with pytest.raises(WorkflowFailed, match=r"value published as 'blob'.*over the limit of 200"):
         env.start(big, 500).result()
 
     @workflow(name="kit.publish_many")
@@ -114,14 +114,14 @@ def test_values_go_through_the_codec_and_the_size_limit() -> None:
         for key in range(20):  # each small, together over the limit
             ctx.publish(f"key-{key}", "y" * 20)
 
-    with pytest.raises(WorkflowFailed, match="published state .* over the limit of 200"):
+    with pytest.raises(WorkflowFailed, match=r"published state .* over the limit of 200"):
         env.start(many).result()
 
     @workflow(name="kit.publish_object")
     def unencodable(ctx: Any) -> None:
         ctx.publish("when", object())
 
-    with pytest.raises(WorkflowFailed, match="value published as 'when'.*object"):
+    with pytest.raises(WorkflowFailed, match=r"value published as 'when'.*object"):
         env.start(unencodable).result()
 
 

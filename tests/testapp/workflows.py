@@ -371,5 +371,7 @@ if VARIANT == "3":
         return "v2"
 
 
-from . import reliability  # noqa: E402, F401
-from . import interaction  # noqa: E402, F401
+from . import (  # noqa: E402
+    interaction,  # noqa: F401
+    reliability,  # noqa: F401
+)
