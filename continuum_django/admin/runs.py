@@ -15,7 +15,16 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from ..models import TERMINAL, ActivityTask, ParkReason, RunStatus, Timer, WorkflowRun
+from ..engine.events import EventType
+from ..models import (
+    TERMINAL,
+    ActivityTask,
+    ParkReason,
+    RunStatus,
+    Timer,
+    WorkflowEvent,
+    WorkflowRun,
+)
 from ..redaction import redact
 from . import timeline, triage
 from .actions import RunActions
@@ -113,6 +122,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
                     "waiting_for",
                     "trouble",
                     "attributes_html",
+                    "state_html",
                     ("created", "updated", "finished"),
                 ]
             },
@@ -204,6 +214,10 @@ class WorkflowRunAdmin(HealthPage, RunActions):
     def attributes_html(self, run: WorkflowRun) -> SafeString:
         return payload_html(run.attributes)
 
+    @admin.display(description="published state")
+    def state_html(self, run: WorkflowRun) -> SafeString:
+        return payload_html(run.published_state)
+
     @admin.display(description="input")
     def input_html(self, run: WorkflowRun) -> SafeString:
         return payload_html(run.input)
@@ -263,7 +277,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
             context.update(
                 run=run,
                 events_section=events,
-                events=[(event, payload_html(event.payload)) for event in events.page],
+                events=[(event, payload_html(event_payload(event))) for event in events.page],
                 tasks_section=tasks,
                 tasks=[
                     (task, payload_html(task.heartbeat_details, 500), error_html(task.error))
@@ -301,6 +315,15 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         if count > len(events):
             return timeline.svg(events, events[-1].created_at, finished=False)
         return timeline.svg(events, timezone.now(), run.is_terminal)
+
+
+def event_payload(event: WorkflowEvent) -> Any:
+    """What the history shows of an event: a published value as ``{key: value}``, the
+    shape the run's published state has, so the redaction hook sees it the same way."""
+    payload = event.payload
+    if event.type == EventType.STATE_PUBLISHED and isinstance(payload, dict) and "key" in payload:
+        return {str(payload["key"]): payload.get("value")}
+    return payload
 
 
 def attribute_search(

@@ -86,6 +86,11 @@ def bars(events: Sequence[WorkflowEvent], now: dt.datetime, finished: bool) -> l
             found.append(
                 Bar(f"signal {name}", "signal", event.created_at, event.created_at, "received")
             )
+        elif event.type == EventType.STATE_PUBLISHED:
+            key = payload.get("key", "?")  # the value stays in the history (redacted there)
+            found.append(
+                Bar(f"publish {key}", "publish", event.created_at, event.created_at, "published")
+            )
         elif event.type == EventType.CANCEL_REQUESTED:
             found.append(Bar("cancel requested", "cancel", event.created_at, event.created_at, ""))
     if finished:
