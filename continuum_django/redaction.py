@@ -2,10 +2,10 @@
 
 The hook is a callable taking a value and returning what may be shown. It receives every
 value the admin shows or logs, each in its own shape: a decoded payload (input, result,
-attributes, arguments, heartbeat details, signal payloads, event payloads), an error as
-a dict (``{"type": ..., "message": ..., "traceback": ...}``), and free text (a park
-detail, a cancel reason, an operator's reason in the admin log) as a plain ``str``. It
-never changes what is stored, only what is printed.
+attributes, published state, arguments, heartbeat details, signal payloads, event
+payloads), an error as a dict (``{"type": ..., "message": ..., "traceback": ...}``), and
+free text (a park detail, a cancel reason, an operator's reason in the admin log) as a
+plain ``str``. It never changes what is stored, only what is printed.
 """
 
 from __future__ import annotations
