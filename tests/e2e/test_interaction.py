@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +16,7 @@ import continuum_django as continuum
 from continuum_django.models import Signal, WorkflowRun
 from tests.testapp import interaction
 
-from .helpers import wait_until
+from .helpers import expire_task_leases, wait_for_file, wait_until
 
 if TYPE_CHECKING:
     from tests.conftest import WorkerProcess
@@ -79,3 +80,20 @@ def test_published_state_is_readable_while_the_run_waits(worker_factory: StartWo
         "stage",
         "stage",
     ]
+
+
+def test_state_published_before_a_kill_9_survives_and_is_not_written_twice(
+    worker_factory: StartWorker, tmp_path: Path
+) -> None:
+    first = worker_factory("first")
+    run = interaction.publish_around_a_crash.start(str(tmp_path))
+    wait_for_file(tmp_path / "attempt-1")
+    assert run.state() == {"stage": "charging"}  # committed with the activation, before
+    first.kill()
+
+    expire_task_leases(run.id)  # the lease would lapse after LEASE_SECONDS; skip the wait
+    worker_factory("second", beat=True)
+    assert run.result(timeout=60) == 2
+    assert run.state() == {"stage": "charged"}
+    published = [e.command_id for e in run.history() if e.type == "state_published"]
+    assert published == ["0:publish:stage", "2:publish:stage"]

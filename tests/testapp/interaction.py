@@ -61,3 +61,14 @@ BAD_KEYS: dict[str, Any] = {"int": 7, "empty": "", "long": "k" * 201, "nul": "a\
 def bad_publisher(ctx: Any, case: str) -> None:
     """Publishes under the bad key ``BAD_KEYS[case]``."""
     ctx.publish(BAD_KEYS[case], "value")
+
+
+@workflow(name="tests.interaction.publish_around_a_crash")
+def publish_around_a_crash(ctx: Any, marker_dir: str) -> int:
+    """Publishes, then runs an activity whose first attempt blocks until its worker dies."""
+    from .workflows import blocking_step
+
+    ctx.publish("stage", "charging")
+    attempt = ctx.activity(blocking_step, marker_dir)
+    ctx.publish("stage", "charged")
+    return attempt  # type: ignore[no-any-return]
