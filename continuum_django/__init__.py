@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .engine.context import ActivityHandle, ChildHandle, WorkflowContext
+from .engine.context import ActivityHandle, ChildHandle, UpdateRequest, WorkflowContext
 from .engine.definitions import activity, workflow
 from .engine.events import Event
 from .engine.exceptions import (
@@ -23,6 +23,8 @@ from .engine.exceptions import (
     SignalRejected,
     SignalTimeout,
     UnknownActivity,
+    UpdateRejected,
+    UpdateTimeout,
     UnknownWorkflow,
     WorkflowCancelled,
     WorkflowFailed,
@@ -33,6 +35,7 @@ from .engine.runtime import ActivityContext
 if TYPE_CHECKING:
     from .client import RunHandle, cancel, get_run, result, signal, start
     from .operations import dead_letter, retry
+    from .updates import update
 
 _CLIENT = {"RunHandle", "start", "signal", "cancel", "result", "get_run"}
 _OPERATIONS = {"retry", "dead_letter"}
@@ -45,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from . import client
 
         return getattr(client, name)
+    if name == "update":
+        from .updates import update
+
+        return update
     if name in _OPERATIONS:
         from . import operations
 
@@ -75,6 +82,9 @@ __all__ = [
     "SignalTimeout",
     "UnknownActivity",
     "UnknownWorkflow",
+    "UpdateRejected",
+    "UpdateRequest",
+    "UpdateTimeout",
     "WorkflowCancelled",
     "WorkflowContext",
     "WorkflowFailed",
@@ -86,5 +96,6 @@ __all__ = [
     "retry",
     "signal",
     "start",
+    "update",
     "workflow",
 ]

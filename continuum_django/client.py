@@ -32,6 +32,7 @@ from .engine.exceptions import (
     WorkflowFailed,
 )
 from .engine.local import new_run
+from .engine.updates import UPDATE_PREFIX
 from .journal.base import RUN_ENDED
 from .journal.lean import statements
 from .models import TERMINAL, RunStatus, Signal, WorkflowRun
@@ -82,6 +83,11 @@ def check_start_options(
 
 def _check_signal_ids(name: Any, dedupe_key: Any) -> None:
     check_text(name, "signal name", max_length=_max_length(Signal, "name"))
+    if name.startswith(UPDATE_PREFIX):
+        raise ValueError(
+            f"signal name {name!r} starts with {UPDATE_PREFIX!r}, which update requests use: "
+            "send updates with continuum_django.update(), or rename the signal"
+        )
     if dedupe_key is not None:
         check_text(dedupe_key, "dedupe_key", max_length=_max_length(Signal, "dedupe_key"))
 
@@ -116,6 +122,18 @@ class RunHandle:
 
     def result(self, timeout: float | None = None) -> Any:
         return result(self.id, timeout=timeout)
+
+    def update(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        from .updates import update
+
+        return update(self.id, name, payload, timeout=timeout, request_id=request_id)
 
 
 def start(

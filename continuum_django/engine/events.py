@@ -33,6 +33,9 @@ class EventType(StrEnum):
     # An operator reopened a failed run at this failed activity: its earlier outcome (and
     # the run's failure) no longer count; the activity's next outcome does.
     ACTIVITY_RETRY_SCHEDULED = "activity_retry_scheduled"
+    # The workflow's answer to an update request (which arrives as a ``signal_received``).
+    UPDATE_REPLIED = "update_replied"
+    UPDATE_REJECTED = "update_rejected"
 
 
 # Events written by the workflow's own activations; their command ids must match on replay.
@@ -44,6 +47,8 @@ COMMAND_EVENTS = frozenset(
         EventType.PATCH_MARKER,
         EventType.CHILD_STARTED,
         EventType.COMPENSATION_SCHEDULED,
+        EventType.UPDATE_REPLIED,
+        EventType.UPDATE_REJECTED,
     }
 )
 
