@@ -23,9 +23,9 @@ from .engine.exceptions import (
     SignalRejected,
     SignalTimeout,
     UnknownActivity,
+    UnknownWorkflow,
     UpdateRejected,
     UpdateTimeout,
-    UnknownWorkflow,
     WorkflowCancelled,
     WorkflowFailed,
 )

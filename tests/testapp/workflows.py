@@ -371,5 +371,7 @@ if VARIANT == "3":
         return "v2"
 
 
-from . import reliability  # noqa: E402, F401
-from . import updates  # noqa: E402, F401
+from . import (  # noqa: E402
+    reliability,  # noqa: F401
+    updates,  # noqa: F401
+)
