@@ -14,7 +14,13 @@ from .conf import app_settings
 from .engine import codec
 from .engine.events import Event
 from .engine.exceptions import ContinuumError, RunNotActive, UpdateRejected, UpdateTimeout
-from .engine.updates import REPLY_EVENTS, UPDATE_PREFIX, deliver_update, reply_value
+from .engine.updates import (
+    REPLY_EVENTS,
+    UPDATE_PREFIX,
+    deliver_update,
+    reply_value,
+    signal_name,
+)
 from .models import TERMINAL, Signal, WorkflowEvent, WorkflowRun
 from .worker import runtime
 
@@ -56,7 +62,7 @@ def update(
         )
     tip = _tip(run_id)
     chain = str(tip.chain_root_id or tip.id)
-    if _answer(chain, request_id) is None:
+    if _answer(chain, request_id) is None and not _delivered(chain, name, request_id):
         _send(tip, name, payload, request_id)
     return _wait(str(run_id), chain, name, request_id, timeout)
 
@@ -94,6 +100,14 @@ def _send(tip: WorkflowRun, name: str, payload: Any, request_id: str) -> None:
             ) from exc
     engine = runtime()
     engine.dispatcher.send(deliver_update(engine.journal, str(tip.id), name, request_id, encoded))
+
+
+def _delivered(chain: str, name: str, request_id: str) -> bool:
+    """Whether the request is already in the chain's mailbox (taken or not)."""
+    signals = Signal.objects.using(app_settings().DATABASE)
+    return signals.filter(
+        chain_root_id=chain, name=signal_name(name), dedupe_key=request_id
+    ).exists()
 
 
 def _answer(chain: str, request_id: str) -> tuple[Event, str] | None:
