@@ -15,6 +15,7 @@ from typing import Any
 
 from continuum_django.engine.definitions import registry
 from continuum_django.engine.local import LocalRunner
+from continuum_django.engine.updates import deliver_update
 
 from . import workflows as g
 
@@ -58,6 +59,12 @@ def signal(name: str, payload: Any) -> Callable[[LocalRunner, str], None]:
     )
 
 
+def update(name: str, request_id: str, payload: Any) -> Callable[[LocalRunner, str], None]:
+    return lambda r, run_id: r.dispatcher.send(
+        deliver_update(r.journal, run_id, name, request_id, payload)
+    )
+
+
 def skip_time(r: LocalRunner, run_id: str) -> None:
     r.run_until_idle(skip_time=True)
 
@@ -98,6 +105,13 @@ def main() -> int:
         scenario("patched_old_history", lambda r: r.start(g.patched), signal("go", None))
     finally:
         registry.workflows[("golden.patched", 1)] = current
+    scenario(
+        "updates_replied_rejected_timed_out",
+        lambda r: r.start(g.updates),
+        update("set", "req-1", "blue"),
+        update("set", "req-2", "green"),
+        skip_time,
+    )
     return 0
 
 

@@ -145,3 +145,14 @@ def cancel_while_waiting(ctx: Any) -> str:
         ctx.compensate()
         raise
     return "signalled"
+
+
+@workflow(name="golden.updates")
+def updates(ctx: Any) -> dict[str, Any]:
+    """Replies to one update, rejects the next, then waits for a third until its timeout."""
+    first = ctx.wait_update("set")
+    first.reply({"was": None, "now": first.payload})
+    second = ctx.wait_update("set")
+    second.reject(f"already set to {first.payload}")
+    third = ctx.wait_update("set", timeout=60)
+    return {"value": first.payload, "third": None if third is None else third.payload}
