@@ -3,11 +3,12 @@ answer per request id, and clear errors for runs that cannot answer."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 
 import continuum_django as continuum
 from continuum_django import (
@@ -156,3 +157,23 @@ def test_an_update_inside_a_transaction_is_refused() -> None:
     with pytest.raises(ContinuumError, match="inside a transaction"), transaction.atomic():
         continuum.update(run.id, "add", 1, timeout=5)
     assert not Signal.objects.exists()
+
+
+def test_an_answer_is_announced_to_listening_callers() -> None:
+    run = up.counter.start(10)
+    advance(run)
+    with pytest.raises(UpdateTimeout):
+        continuum.update(run.id, "add", 1, timeout=0, request_id="heard")
+    listener = connections.create_connection("default")
+    try:
+        with listener.cursor() as cursor:
+            cursor.execute("LISTEN continuum_run_ended")
+        advance(run)  # journals the answer
+        notices = [
+            json.loads(note.payload)
+            for note in listener.connection.notifies(timeout=5, stop_after=1)
+        ]
+    finally:
+        listener.close()
+    chain = str(WorkflowRun.objects.get(pk=run.id).chain_root_id)
+    assert notices == [{"chain": chain, "run": run.id, "update": "heard"}]
