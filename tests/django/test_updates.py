@@ -9,6 +9,9 @@ import time
 
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
+from django.test import Client
+from django.test.utils import override_settings
+from django.urls import reverse
 
 import continuum_django as continuum
 from continuum_django import (
@@ -177,3 +180,19 @@ def test_an_answer_is_announced_to_listening_callers() -> None:
         listener.close()
     chain = str(WorkflowRun.objects.get(pk=run.id).chain_root_id)
     assert notices == [{"chain": chain, "run": run.id, "update": "heard"}]
+
+
+def test_the_admin_shows_requests_and_answers_readably_and_redacted(admin_client: Client) -> None:
+    run = up.reply_then_block.start("/nonexistent")
+    advance(run)
+    with pytest.raises(UpdateTimeout):
+        continuum.update(run.id, "ask", {"card_number": "4111111111111111"}, timeout=0)
+    advance(run)  # takes the request, replies with the payload echoed, schedules an activity
+    assert answers(run) == ["update_replied"]
+    page = reverse("admin:continuum_workflowrun_change", args=[run.id])
+    with override_settings(CONTINUUM={"REDACT": "tests.django.redact.secrets"}):
+        html = admin_client.get(page).content.decode()
+    assert "update_replied" in html and "1:reply:ask" in html
+    assert 'class="cn-bar cn-update cn-replied"' in html
+    assert ">update ask</text>" in html
+    assert "4111111111111111" not in html and "••••••" in html
