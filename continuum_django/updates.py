@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import connections
 from django.db.models import Q
+from django.db.models.fields.json import KeyTextTransform
 
 from .client import _end_listener, _max_length, _tip, check_text
 from .conf import app_settings
@@ -112,10 +113,12 @@ def _delivered(chain: str, name: str, request_id: str) -> bool:
 
 def _answer(chain: str, request_id: str) -> tuple[Event, str] | None:
     """The answer journaled to ``request_id`` by any run of the chain, with its run's id."""
+    # The same expression and condition as the one-answer index, so that it serves this.
     row = (
         WorkflowEvent.objects.using(app_settings().DATABASE)
+        .annotate(request_id=KeyTextTransform("request_id", "payload"))
         .filter(Q(run__chain_root_id=chain) | Q(run_id=chain))
-        .filter(type__in=REPLY_EVENTS, payload__request_id=request_id)
+        .filter(type__in=sorted(REPLY_EVENTS), request_id=request_id)
         .first()
     )
     if row is None:
