@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -128,7 +129,7 @@ class RunHandle:
         name: str,
         payload: Any = None,
         *,
-        timeout: float | None = None,
+        timeout: float | dt.timedelta | None = None,
         request_id: str | None = None,
     ) -> Any:
         from .updates import update

@@ -13,6 +13,7 @@ from django.db.models.fields.json import KeyTextTransform
 from .client import _end_listener, _max_length, _tip, check_text
 from .conf import app_settings
 from .engine import codec
+from .engine.definitions import Duration, registry, to_seconds
 from .engine.events import Event
 from .engine.exceptions import ContinuumError, RunNotActive, UpdateRejected, UpdateTimeout
 from .engine.updates import (
@@ -31,7 +32,7 @@ def update(
     name: str,
     payload: Any = None,
     *,
-    timeout: float | None = None,
+    timeout: Duration | None = None,
     request_id: str | None = None,
 ) -> Any:
     """Send update ``name`` with ``payload`` to the run and return the workflow's reply.
@@ -43,17 +44,16 @@ def update(
 
     Calling again with the same ``request_id`` (per continue_as_new chain) delivers
     nothing new and returns the same answer. Raises `UpdateTimeout` when no answer is
-    journaled within ``timeout`` seconds (the request stays delivered: retry with its
-    ``request_id`` to keep waiting), `RunNotActive` when the run has ended, or ends
-    without answering, and `RunNotFound` for an unknown run.
+    journaled within ``timeout`` (seconds or a timedelta; the request stays delivered:
+    retry with its ``request_id`` to keep waiting), `RunNotActive` when the run has
+    ended, or ends without answering, and `RunNotFound` for an unknown run.
     """
     limit = _max_length(Signal, "name") - len(UPDATE_PREFIX)
     check_text(name, "update name", max_length=limit)
     if request_id is None:
         request_id = str(uuid.uuid4())
     check_text(request_id, "request_id", max_length=_max_length(Signal, "dedupe_key"))
-    if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
+    seconds = to_seconds(timeout, what="update timeout")
     using = app_settings().DATABASE
     if connections[using].in_atomic_block:
         raise ContinuumError(
@@ -65,7 +65,7 @@ def update(
     chain = str(tip.chain_root_id or tip.id)
     if _answer(chain, request_id) is None and not _delivered(chain, name, request_id):
         _send(tip, name, payload, request_id)
-    return _wait(str(run_id), chain, name, request_id, timeout)
+    return _wait(str(run_id), chain, name, request_id, seconds)
 
 
 def _send(tip: WorkflowRun, name: str, payload: Any, request_id: str) -> None:
@@ -83,8 +83,6 @@ def _send(tip: WorkflowRun, name: str, payload: Any, request_id: str) -> None:
         max_bytes=settings.MAX_PAYLOAD_BYTES,
         max_depth=settings.max_payload_depth,
     )
-    from .engine.definitions import registry
-
     definition = registry.workflows.get((tip.workflow_name, tip.workflow_version))
     validator = definition.update_validators.get(name) if definition is not None else None
     if validator is not None:

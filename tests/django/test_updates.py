@@ -3,6 +3,7 @@ answer per request id, and clear errors for runs that cannot answer."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -16,6 +17,7 @@ from django.urls import reverse
 import continuum_django as continuum
 from continuum_django import (
     ContinuumError,
+    PayloadError,
     RunNotActive,
     RunNotFound,
     UpdateRejected,
@@ -144,7 +146,7 @@ def test_a_run_that_ends_without_answering_raises_run_not_active() -> None:
         (lambda run: continuum.update(run, "", 1), "update name must not be empty"),
         (lambda run: continuum.update(run, 7, 1), "update name must be a str"),
         (lambda run: continuum.update(run, "add", 1, request_id=""), "request_id must not be"),
-        (lambda run: continuum.update(run, "add", 1, timeout=-1), "timeout must be"),
+        (lambda run: continuum.update(run, "add", 1, timeout=-1), "timeout must not be neg"),
         (lambda run: continuum.signal(run, "update:add", 1), "which update requests use"),
     ],
 )
@@ -153,6 +155,24 @@ def test_bad_input_is_refused_by_name(call: object, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         call(run.id)  # type: ignore[operator]
     assert not Signal.objects.exists()
+
+
+def test_a_payload_over_the_size_limit_is_refused_before_anything_is_stored() -> None:
+    run = up.counter.start(10)
+    with (
+        override_settings(CONTINUUM={"MAX_PAYLOAD_BYTES": 100}),
+        pytest.raises(PayloadError, match="payload of update 'add'"),
+    ):
+        continuum.update(run.id, "add", "x" * 200, timeout=1)
+    assert not Signal.objects.exists()
+
+
+def test_a_timeout_may_be_a_timedelta() -> None:
+    run = up.counter.start(10)
+    with pytest.raises(UpdateTimeout, match=r"within 0\.0 seconds"):
+        run.update("add", 1, timeout=dt.timedelta(0))
+    with pytest.raises(TypeError, match="update timeout must be seconds"):
+        run.update("add", 1, timeout="soon")  # type: ignore[arg-type]
 
 
 def test_an_update_inside_a_transaction_is_refused() -> None:
