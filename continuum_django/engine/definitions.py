@@ -140,7 +140,10 @@ class WorkflowDefinition(Generic[P, R]):
     # unknown (no source, or a name computed at run time).
     waited_signals: frozenset[str] | None = None
     # Update name -> the check `update()` runs in the caller's process before sending.
-    update_validators: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # Filled after registration (`update_validator`): not part of equality or the hash.
+    update_validators: dict[str, Callable[[Any], Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(ctx, *args, **kwargs)

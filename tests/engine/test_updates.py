@@ -104,3 +104,8 @@ def test_the_request_carries_id_and_payload() -> None:
     reply = run.update("who", {"at": stamp}, request_id="req-9")
     assert reply == {"id": "req-9", "name": "who", "payload": {"at": stamp}}
     assert run.result() == {"answered": "req-9"}
+
+
+def test_a_workflow_with_validators_stays_hashable() -> None:
+    assert {up.counter: "ok"}[up.counter] == "ok"
+    assert "add" in up.counter.update_validators
