@@ -216,3 +216,21 @@ def test_the_admin_shows_requests_and_answers_readably_and_redacted(admin_client
     assert 'class="cn-bar cn-update cn-replied"' in html
     assert ">update ask</text>" in html
     assert "4111111111111111" not in html and "••••••" in html
+
+
+def test_updates_follow_a_continue_as_new_chain() -> None:
+    first = up.rolling.start(0)
+    advance(first)
+    with pytest.raises(UpdateTimeout):
+        first.update("bump", timeout=0, request_id="a")
+    advance(first)  # replies, then continues as new
+    second = continuum.RunHandle(str(WorkflowRun.objects.get(continued_from=first.id).id))
+    advance(second)
+    assert first.update("bump", timeout=5, request_id="a") == 1  # found in the first run
+    with pytest.raises(UpdateTimeout):
+        first.update("bump", timeout=0, request_id="b")  # the chain's tip takes it
+    advance(second)
+    assert first.update("bump", timeout=5, request_id="b") == 2
+    assert second.update("bump", timeout=5, request_id="a") == 1  # not delivered again
+    assert answers(first) == ["update_replied"] and answers(second) == ["update_replied"]
+    assert Signal.objects.filter(dedupe_key="a").count() == 1

@@ -63,3 +63,13 @@ def answers_twice(ctx: Any) -> str:
     request.reply(1)
     request.reject("changed my mind")
     return "unreachable"
+
+
+@workflow(name="tests.updates.rolling")
+def rolling(ctx: Any, seen: int) -> int:
+    """Answers one ``bump`` per run of its continue_as_new chain, three in all."""
+    request = ctx.wait_update("bump")
+    request.reply(seen + 1)
+    if seen + 1 >= 3:
+        return seen + 1
+    ctx.continue_as_new(seen + 1)
