@@ -145,7 +145,7 @@ def _wait(run_id: str, chain: str, name: str, request_id: str, timeout: float | 
             if left is not None and left <= 0:
                 raise UpdateTimeout(
                     f"run {tip.id} did not answer update {name!r} (request {request_id}) "
-                    f"within {timeout} seconds; the request stays delivered: call update() "
+                    f"within {timeout:g} seconds; the request stays delivered: call update() "
                     "again with this request_id to keep waiting",
                     run_id=str(tip.id),
                     update=name,

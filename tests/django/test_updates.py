@@ -169,7 +169,7 @@ def test_a_payload_over_the_size_limit_is_refused_before_anything_is_stored() ->
 
 def test_a_timeout_may_be_a_timedelta() -> None:
     run = up.counter.start(10)
-    with pytest.raises(UpdateTimeout, match=r"within 0\.0 seconds"):
+    with pytest.raises(UpdateTimeout, match="within 0 seconds"):
         run.update("add", 1, timeout=dt.timedelta(0))
     with pytest.raises(TypeError, match="update timeout must be seconds"):
         run.update("add", 1, timeout="soon")  # type: ignore[arg-type]
