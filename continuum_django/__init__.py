@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .engine.context import ActivityHandle, ChildHandle, WorkflowContext
+from .engine.context import ActivityHandle, ChildHandle, UpdateRequest, WorkflowContext
 from .engine.definitions import activity, workflow
 from .engine.events import Event
 from .engine.exceptions import (
@@ -24,6 +24,8 @@ from .engine.exceptions import (
     SignalTimeout,
     UnknownActivity,
     UnknownWorkflow,
+    UpdateRejected,
+    UpdateTimeout,
     WorkflowCancelled,
     WorkflowFailed,
 )
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
         state,
     )
     from .operations import dead_letter, retry
+    from .updates import update
 
 _CLIENT = {
     "RunHandle",
@@ -63,6 +66,10 @@ def __getattr__(name: str) -> Any:
         from . import client
 
         return getattr(client, name)
+    if name == "update":
+        from .updates import update
+
+        return update
     if name in _OPERATIONS:
         from . import operations
 
@@ -93,6 +100,9 @@ __all__ = [
     "SignalTimeout",
     "UnknownActivity",
     "UnknownWorkflow",
+    "UpdateRejected",
+    "UpdateRequest",
+    "UpdateTimeout",
     "WorkflowCancelled",
     "WorkflowContext",
     "WorkflowFailed",
@@ -106,5 +116,6 @@ __all__ = [
     "signal_with_start",
     "start",
     "state",
+    "update",
     "workflow",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -33,6 +34,7 @@ from .engine.exceptions import (
 )
 from .engine.journal import NewRun
 from .engine.local import new_run
+from .engine.updates import UPDATE_PREFIX
 from .journal.base import RUN_ENDED
 from .journal.lean import statements
 from .models import TERMINAL, RunStatus, Signal, WorkflowRun
@@ -83,6 +85,11 @@ def check_start_options(
 
 def _check_signal_ids(name: Any, dedupe_key: Any) -> None:
     check_text(name, "signal name", max_length=_max_length(Signal, "name"))
+    if name.startswith(UPDATE_PREFIX):
+        raise ValueError(
+            f"signal name {name!r} starts with {UPDATE_PREFIX!r}, which update requests use: "
+            "send updates with continuum_django.update(), or rename the signal"
+        )
     if dedupe_key is not None:
         check_text(dedupe_key, "dedupe_key", max_length=_max_length(Signal, "dedupe_key"))
 
@@ -120,6 +127,18 @@ class RunHandle:
 
     def state(self, *, redact: bool = False) -> dict[str, Any]:
         return state(self.id, redact=redact)
+
+    def update(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout: float | dt.timedelta | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        from .updates import update
+
+        return update(self.id, name, payload, timeout=timeout, request_id=request_id)
 
 
 def start(

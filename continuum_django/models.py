@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.fields.json import KeyTextTransform
 
 from .engine import codec
 from .engine.journal import RunStatus as _RunStatus
@@ -150,7 +151,14 @@ class WorkflowEvent(models.Model):
     class Meta:
         ordering = ["run", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "seq"], name="continuum_event_run_seq")
+            models.UniqueConstraint(fields=["run", "seq"], name="continuum_event_run_seq"),
+            # Exactly one answer per update request, whatever retries and crashes replay.
+            models.UniqueConstraint(
+                F("run"),
+                KeyTextTransform("request_id", "payload"),
+                condition=Q(type__in=["update_replied", "update_rejected"]),
+                name="continuum_event_one_answer",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import json
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,11 +38,14 @@ from .engine.exceptions import (
     ReplayDriftError,
     ResultTimeout,
     UnknownWorkflow,
+    UpdateRejected,
+    UpdateTimeout,
     WorkflowCancelled,
     WorkflowFailed,
 )
 from .engine.journal import ParkReason, RunStatus
 from .engine.local import LocalRunner, new_run
+from .engine.updates import deliver_update, find_reply, reply_value
 from .engine.verify import ReplayVerdict, replay_history
 
 __all__ = ["LocalRun", "ReplayVerdict", "WorkflowEnvironment", "load_history", "replay"]
@@ -171,6 +175,52 @@ class LocalRun:
         encoded = _encode_signal(runner.runtime.config, name, payload)
         runner.dispatcher.send(runner.journal.deliver_signal(self.id, name, encoded, dedupe_key))
         self.env.run(skip_time=False)
+
+    def update(self, name: str, payload: Any = None, request_id: str | None = None) -> Any:
+        """Send an update as `continuum_django.update` does (its validator first), do the
+        work it makes due (time does not move) and return the reply; `UpdateRejected`
+        when rejected, `UpdateTimeout` when the run has not answered by then."""
+        runner = self.env.runner
+        config = runner.runtime.config
+        request_id = request_id or str(uuid.uuid4())
+        encoded = codec.encode(
+            payload,
+            what=f"payload of update {name!r}",
+            max_bytes=config.max_payload_bytes,
+            max_depth=config.max_payload_depth,
+        )
+        answer = find_reply(self.history(), request_id)
+        if answer is None:
+            definition = self.env.runner.runtime.registry.workflow(
+                self._stored.workflow_name, self._stored.version
+            )
+            validator = definition.update_validators.get(name)
+            if validator is not None:
+                try:
+                    validator(codec.decode(encoded))
+                except Exception as exc:
+                    raise UpdateRejected(
+                        f"update {name!r} to run {self.id} was rejected by its validator: "
+                        f"{type(exc).__name__}: {exc}",
+                        run_id=self.id,
+                        update=name,
+                        request_id=request_id,
+                        reason=str(exc),
+                    ) from exc
+            runner.dispatcher.send(
+                deliver_update(runner.journal, self.id, name, request_id, encoded)
+            )
+            self.env.run(skip_time=False)
+            answer = find_reply(self.history(), request_id)
+        if answer is None:
+            raise UpdateTimeout(
+                f"run {self.id} did not answer update {name!r} (request {request_id}) with "
+                "the work it could do; move time with advance() or send what it waits for",
+                run_id=self.id,
+                update=name,
+                request_id=request_id,
+            )
+        return reply_value(answer, self.id)
 
     def cancel(self, reason: str = "", terminate: bool = False) -> None:
         runner = self.env.runner

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from ..engine.events import EventType
+from ..engine.updates import REPLY_EVENTS, UPDATE_PREFIX
 from ..models import WorkflowEvent
 
 WIDTH = 960
@@ -60,8 +61,11 @@ def bars(events: Sequence[WorkflowEvent], now: dt.datetime, finished: bool) -> l
     """One bar per command with a duration, in the order the commands were made."""
     found: list[Bar] = []
     open_by_command: dict[str, Bar] = {}
+    open_updates: dict[str, Bar] = {}  # by request id: from its receipt to its answer
     for event in events:
         payload = event.payload if isinstance(event.payload, dict) else {}
+        if _update_event(event.type, payload):
+            _update_bar(event, payload, found, open_updates)
         span = _SPANS.get(event.type)  # type: ignore[call-overload]
         if span is not None:
             kind, _ = span
@@ -80,7 +84,7 @@ def bars(events: Sequence[WorkflowEvent], now: dt.datetime, finished: bool) -> l
                 bar_or_none.state = ends[event.type]  # type: ignore[index]
                 del open_by_command[event.command_id]
             continue
-        if event.type == EventType.SIGNAL_RECEIVED:
+        if event.type == EventType.SIGNAL_RECEIVED and not _update_event(event.type, payload):
             # Waited without a timeout: no wait was journaled, only the signal taken.
             name = payload.get("name", "?")
             found.append(
@@ -94,9 +98,35 @@ def bars(events: Sequence[WorkflowEvent], now: dt.datetime, finished: bool) -> l
         elif event.type == EventType.CANCEL_REQUESTED:
             found.append(Bar("cancel requested", "cancel", event.created_at, event.created_at, ""))
     if finished:
-        for bar in open_by_command.values():
+        for bar in [*open_by_command.values(), *open_updates.values()]:
             bar.state = "abandoned"
     return found
+
+
+def _update_event(event_type: str, payload: dict[str, object]) -> bool:
+    """Whether the event receives or answers an update request."""
+    if event_type == EventType.SIGNAL_RECEIVED:
+        return str(payload.get("name", "")).startswith(UPDATE_PREFIX)
+    return event_type in REPLY_EVENTS
+
+
+def _update_bar(
+    event: WorkflowEvent, payload: dict[str, object], found: list[Bar], open_: dict[str, Bar]
+) -> None:
+    """Open the bar of an update request where it is taken; close it at its answer."""
+    message = payload.get("payload")
+    request = str(message.get("request_id", "?") if isinstance(message, dict) else "?")
+    if event.type == EventType.SIGNAL_RECEIVED:
+        name = str(payload.get("name", ""))[len(UPDATE_PREFIX) :]
+        detail = f"seq {event.seq} request {request}"
+        bar = Bar(f"update {name}", "update", event.created_at, detail=detail)
+        found.append(bar)
+        open_[request] = bar
+        return
+    answered = open_.pop(str(payload.get("request_id", "")), None)
+    if answered is not None:
+        answered.end = event.created_at
+        answered.state = "replied" if event.type == EventType.UPDATE_REPLIED else "rejected"
 
 
 def _start_type(kind: str) -> EventType:
@@ -113,7 +143,10 @@ def _label(event_type: str, command_id: str, payload: dict[str, object]) -> str:
     if "activity" in payload:
         return str(payload["activity"]).rsplit(".", 1)[-1]  # the full name is in the history
     if "signal" in payload:
-        return f"signal {payload['signal']} (timeout)"
+        signal = str(payload["signal"])
+        if signal.startswith(UPDATE_PREFIX):
+            return f"update {signal[len(UPDATE_PREFIX) :]} (timeout)"
+        return f"signal {signal} (timeout)"
     if event_type == EventType.TIMER_SCHEDULED:
         return f"sleep {payload.get('seconds', '?')}s"
     return command_id.split(":", 2)[-1] or str(event_type)

@@ -42,6 +42,7 @@ from .exceptions import (
     WorkflowUsageError,
 )
 from .retry import RetryPolicy
+from .updates import UpdateRequest, signal_name
 
 T = TypeVar("T")
 MISSING: Any = object()
@@ -272,6 +273,7 @@ class WorkflowContext:
         self._compensations: list[_Compensation] = []
         self._patches: dict[str, bool] = {}  # each patch id's first answer in this run
         self._taken: dict[str, Event] = {}  # signals signal waiters took in this activation
+        self._answered: set[str] = set()  # update requests replied to or rejected so far
         self._depth = int(started.get("depth", 0))
         self._namespace = started.get("namespace", "default")
         self.suspended_at: str | None = None
@@ -613,6 +615,45 @@ class WorkflowContext:
             raise SignalTimeout(f"no signal {name!r} arrived within {seconds} seconds", signal=name)
         return default
 
+    def wait_update(self, name: str, timeout: Duration | None = None) -> UpdateRequest | None:
+        """The next update request called ``name`` (sent with `continuum_django.update`),
+        waiting for one like `wait_signal`; None when ``timeout`` passes first. Answer it
+        with ``request.reply(value)`` or ``request.reject(reason)``."""
+        if not isinstance(name, str) or not name:
+            raise WorkflowUsageError(f"wait_update needs an update name, not {name!r}")
+        message = self.wait_signal(signal_name(name), timeout=timeout, default=None)
+        if message is None:
+            return None
+        return UpdateRequest(
+            self, id=message["request_id"], name=name, payload=message.get("payload")
+        )
+
+    def _answer_update(self, request: UpdateRequest, type_: EventType, value: Any) -> None:
+        """Journal the one answer (``update_replied`` / ``update_rejected``) to ``request``."""
+        self._alive()
+        if request.id in self._answered:
+            raise WorkflowUsageError(
+                f"update request {request.id} ({request.name!r}) was already answered: "
+                "reply() or reject() once per request"
+            )
+        command_id, recorded = self._command("reply", request.name)
+        if recorded is not None and recorded.type != type_:
+            self._drift(
+                self._position - 1,
+                f"the code now answers {command_id!r} with {type_}, but the history recorded "
+                f"{recorded.type} (seq {recorded.seq})",
+                expected=recorded.command_id,
+                actual=command_id,
+            )
+        if recorded is None:
+            if type_ == EventType.UPDATE_REPLIED:
+                body = {"result": self._encode(value, f"reply to update {request.name!r}")}
+            else:
+                body = {"reason": value}
+            payload = {"request_id": request.id, "name": request.name, **body}
+            self._emit(type_, command_id, payload)
+        self._answered.add(request.id)
+
     # -- determinism helpers -------------------------------------------------
 
     def side_effect(self, fn: Callable[[], T]) -> T:
@@ -909,6 +950,7 @@ _KIND_TYPES = {
     "side_effect": (EventType.SIDE_EFFECT,),
     "now": (EventType.SIDE_EFFECT,),
     "signal": (EventType.SIGNAL_RECEIVED, EventType.TIMER_SCHEDULED),
+    "reply": (EventType.UPDATE_REPLIED, EventType.UPDATE_REJECTED),
 }
 
 RUN_ENDS = {
@@ -942,5 +984,6 @@ __all__ = [
     "SignalHandle",
     "Suspend",
     "TimerHandle",
+    "UpdateRequest",
     "WorkflowContext",
 ]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+V = TypeVar("V", bound=Callable[..., Any])
 
 Duration = float | int | dt.timedelta
 
@@ -138,6 +139,11 @@ class WorkflowDefinition(Generic[P, R]):
     # The names its code waits for with literal ``wait_signal("name")`` calls; None when
     # unknown (no source, or a name computed at run time).
     waited_signals: frozenset[str] | None = None
+    # Update name -> the check `update()` runs in the caller's process before sending.
+    # Filled after registration (`update_validator`): not part of equality or the hash.
+    update_validators: dict[str, Callable[[Any], Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(ctx, *args, **kwargs)
@@ -166,6 +172,27 @@ class WorkflowDefinition(Generic[P, R]):
 
         check_start_options(**options)
         return StartOptions(workflow=self, options=options)
+
+    def update_validator(self, name: str) -> Callable[[V], V]:
+        """Register the decorated ``fn(payload)`` as the validator of updates called ``name``.
+
+        `continuum_django.update` calls it in the caller's process before anything is
+        journaled; if it raises, the caller gets `UpdateRejected` and nothing is stored.
+        """
+        if not isinstance(name, str) or not name:
+            raise RegistrationError(f"update_validator needs an update name, not {name!r}")
+
+        def register(fn: V) -> V:
+            if not callable(fn):
+                raise RegistrationError(f"the validator of update {name!r} must be callable")
+            if name in self.update_validators:
+                raise RegistrationError(
+                    f"workflow {self.name!r} already has a validator for update {name!r}"
+                )
+            self.update_validators[name] = fn
+            return fn
+
+        return register
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,9 @@ class EventType(StrEnum):
     # The workflow published a value under a key (`WorkflowContext.publish`): the run's
     # published state is the last value of each key.
     STATE_PUBLISHED = "state_published"
+    # The workflow's answer to an update request (which arrives as a ``signal_received``).
+    UPDATE_REPLIED = "update_replied"
+    UPDATE_REJECTED = "update_rejected"
 
 
 # Events written by the workflow's own activations; their command ids must match on replay.
@@ -48,6 +51,8 @@ COMMAND_EVENTS = frozenset(
         EventType.CHILD_STARTED,
         EventType.COMPENSATION_SCHEDULED,
         EventType.STATE_PUBLISHED,
+        EventType.UPDATE_REPLIED,
+        EventType.UPDATE_REJECTED,
     }
 )
 

@@ -110,6 +110,15 @@ def mailbox_full(run_id: str, name: str, limit: int) -> SignalRejected:
     )
 
 
+class UpdateRejected(ContinuumError):
+    """The update was refused: by its validator (nothing was stored) or by the workflow
+    (``request.reject(reason)``); ``reason`` says why."""
+
+
+class UpdateTimeout(ContinuumError, TimeoutError):
+    """`update(..., timeout=...)` gave up before the workflow replied."""
+
+
 class WorkflowUsageError(ContinuumError):
     """Workflow code used the engine in a way that cannot be replayed."""
 

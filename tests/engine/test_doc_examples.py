@@ -15,6 +15,7 @@ EXPECTED = {
     "long_running": "example finished",
     "cancellation": "cancelled",
     "interaction": "stage: checked out",
+    "updates": "rejected: apple is already in the cart",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from continuum_django.engine.definitions import registry
 from continuum_django.engine.local import LocalRunner, new_run
+from continuum_django.engine.updates import deliver_update
 
 from . import workflows as g
 
@@ -72,6 +73,12 @@ def signal_with_start(
     return start
 
 
+def update(name: str, request_id: str, payload: Any) -> Callable[[LocalRunner, str], None]:
+    return lambda r, run_id: r.dispatcher.send(
+        deliver_update(r.journal, run_id, name, request_id, payload)
+    )
+
+
 def skip_time(r: LocalRunner, run_id: str) -> None:
     r.run_until_idle(skip_time=True)
 
@@ -119,6 +126,13 @@ def main() -> int:
     runner.run_until_idle()
     record("publish_chain_1", runner, run_id)
     record("publish_chain_2", runner, runner.journal.history(run_id)[-1].payload["next_run_id"])
+    scenario(
+        "updates_replied_rejected_timed_out",
+        lambda r: r.start(g.updates),
+        update("set", "req-1", "blue"),
+        update("set", "req-2", "green"),
+        skip_time,
+    )
     return 0
 
 

@@ -170,3 +170,14 @@ def publish_chain(ctx: Any, cycle: int) -> int:
     if cycle < 2:
         ctx.continue_as_new(cycle + 1)
     return cycle
+
+
+@workflow(name="golden.updates")
+def updates(ctx: Any) -> dict[str, Any]:
+    """Replies to one update, rejects the next, then waits for a third until its timeout."""
+    first = ctx.wait_update("set")
+    first.reply({"was": None, "now": first.payload})
+    second = ctx.wait_update("set")
+    second.reject(f"already set to {first.payload}")
+    third = ctx.wait_update("set", timeout=60)
+    return {"value": first.payload, "third": None if third is None else third.payload}

@@ -374,4 +374,5 @@ if VARIANT == "3":
 from . import (  # noqa: E402
     interaction,  # noqa: F401
     reliability,  # noqa: F401
+    updates,  # noqa: F401
 )
