@@ -13,6 +13,7 @@ from .engine.exceptions import (
     ChildCancelled,
     ChildFailed,
     ContinuumError,
+    InvalidTimeout,
     LeaseLost,
     NonRetryableError,
     PayloadError,
@@ -26,6 +27,7 @@ from .engine.exceptions import (
     UnknownWorkflow,
     WorkflowCancelled,
     WorkflowFailed,
+    WorkflowTimedOut,
 )
 from .engine.retry import RetryPolicy
 from .engine.runtime import ActivityContext
@@ -62,6 +64,7 @@ __all__ = [
     "ChildHandle",
     "ContinuumError",
     "Event",
+    "InvalidTimeout",
     "LeaseLost",
     "NonRetryableError",
     "PayloadError",
@@ -78,6 +81,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowContext",
     "WorkflowFailed",
+    "WorkflowTimedOut",
     "activity",
     "cancel",
     "dead_letter",

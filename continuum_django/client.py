@@ -18,9 +18,11 @@ from . import lifecycle
 from .conf import app_settings
 from .engine import codec
 from .engine.definitions import (
+    Duration,
     WorkflowDefinition,
     bind_arguments,
     check_signal,
+    check_timeout,
     registry,
     unexpected_signal,
 )
@@ -30,7 +32,9 @@ from .engine.exceptions import (
     RunNotFound,
     WorkflowCancelled,
     WorkflowFailed,
+    WorkflowTimedOut,
 )
+from .engine.journal import TIMED_OUT
 from .engine.local import new_run
 from .journal.base import RUN_ENDED
 from .journal.lean import statements
@@ -69,9 +73,11 @@ def check_start_options(
     idempotency_key: str | None = None,
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
+    timeout: Duration | None = None,
 ) -> None:
     """Refuse a bad start option with a `ValueError` naming it (``attributes`` are checked
     by the codec when the run starts); `WorkflowDefinition.options` calls it too."""
+    check_timeout(timeout)
     if idempotency_key is not None:
         limit = _max_length(WorkflowRun, "idempotency_key")
         check_text(idempotency_key, "idempotency_key", max_length=limit)
@@ -126,11 +132,14 @@ def start(
     idempotency_key: str | None = None,
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
+    timeout: Duration | None = None,
 ) -> RunHandle:
     """Start a run in the caller's transaction; its first advance is sent on commit.
 
     With ``idempotency_key``, a run already started under that key (in this namespace,
-    for this workflow) is returned instead of a new one.
+    for this workflow) is returned instead of a new one. With ``timeout`` (seconds or a
+    timedelta), the run is ended as failed with `WorkflowTimedOut` if it has not
+    finished that long after it was stored (a deadline its successors keep).
     """
     if isinstance(workflow, WorkflowDefinition):
         definition = workflow
@@ -138,7 +147,10 @@ def start(
         limit = _max_length(WorkflowRun, "workflow_name")
         definition = registry.workflow(check_text(workflow, "workflow name", max_length=limit))
     _check_start(definition, args, kwargs)
-    check_start_options(idempotency_key=idempotency_key, namespace=namespace, attributes=attributes)
+    check_start_options(
+        idempotency_key=idempotency_key, namespace=namespace, attributes=attributes,
+        timeout=timeout,
+    )  # fmt: skip
     settings = app_settings()
     new = new_run(
         definition,
@@ -147,6 +159,7 @@ def start(
         idempotency_key=idempotency_key,
         namespace=namespace,
         attributes=attributes,
+        timeout=timeout,
         max_payload_bytes=settings.MAX_PAYLOAD_BYTES,
         max_payload_depth=settings.max_payload_depth,
     )
@@ -304,6 +317,13 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
 def _outcome(run: WorkflowRun) -> Any:
     if run.status == RunStatus.FAILED:
         error = run.error or {}
+        if error.get("type") == TIMED_OUT:
+            raise WorkflowTimedOut(
+                f"run {run.id} timed out: {error.get('message', '')}",
+                run_id=str(run.id),
+                error=error,
+                deadline=error.get("deadline"),
+            )
         raise WorkflowFailed(
             f"run {run.id} failed: {error.get('type', '?')}: {error.get('message', '')}",
             run_id=str(run.id),

@@ -77,6 +77,15 @@ class WorkflowFailed(ContinuumError):
     """The run ended `failed`; `error` holds the recorded failure."""
 
 
+class InvalidTimeout(ContinuumError, ValueError):
+    """A run's ``timeout`` option is not a positive duration (seconds or a timedelta)."""
+
+
+class WorkflowTimedOut(WorkflowFailed):
+    """The run ended `failed` because it passed its deadline (``options(timeout=...)``);
+    ``deadline`` is when that was (ISO 8601)."""
+
+
 class WorkflowCancelled(ContinuumError):
     """The run ended `cancelled`."""
 

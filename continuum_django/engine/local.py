@@ -11,7 +11,7 @@ from typing import Any
 from . import codec
 from .clock import FakeClock
 from .context import EngineConfig
-from .definitions import Registry, WorkflowDefinition, registry
+from .definitions import Duration, Registry, WorkflowDefinition, check_timeout, registry
 from .journal import Dispatch, NewRun
 from .memory import MemoryJournal
 from .runtime import Runtime
@@ -28,9 +28,11 @@ def new_run(
     max_payload_bytes: int | None = None,
     max_payload_depth: int = codec.DEFAULT_MAX_DEPTH,
     run_id: str | None = None,
+    timeout: Duration | None = None,
 ) -> NewRun:
     """Validate and encode what starting ``definition`` needs; raises `PayloadError`.
-    The args and kwargs are one input: ``max_payload_bytes`` bounds them together."""
+    The args and kwargs are one input: ``max_payload_bytes`` bounds them together.
+    ``timeout``: the run's deadline, that long after it is stored (see `check_timeout`)."""
     limits: dict[str, Any] = {"max_bytes": max_payload_bytes, "max_depth": max_payload_depth}
     what = f"input of workflow {definition.name!r}"
     call = codec.encode_many(
@@ -46,6 +48,7 @@ def new_run(
         attributes=codec.encode(dict(attributes or {}), what="attributes", **limits),
         idempotency_key=idempotency_key,
         seed=secrets.randbits(63),
+        timeout=check_timeout(timeout),
     )
 
 

@@ -285,8 +285,12 @@ class OrmBase:
             timers = Timer.objects.using(self.using).filter(run_id=run.id, fired=False)
             timers.update(cancelled=True)
 
-    def _insert_run(self, new: NewRun, dispatch: Dispatch) -> WorkflowRun:
-        """Insert a run and its run_started event; its first advance goes out on commit."""
+    def _insert_run(
+        self, new: NewRun, dispatch: Dispatch, now: dt.datetime | None = None
+    ) -> WorkflowRun:
+        """Insert a run and its run_started event; its first advance goes out on commit.
+        A ``timeout`` makes its deadline from ``now``, the database's clock (without one,
+        the caller sets the deadline: see `RunJournal.create_run`)."""
         run = self.sql.new(
             WorkflowRun,
             id=new.run_id,
@@ -301,6 +305,7 @@ class OrmBase:
             parent_command_id=new.parent_command_id,
             continued_from_id=new.continued_from_id,
             chain_root_id=new.chain_root_id or new.run_id,
+            deadline=new.deadline if now is None else new.deadline_at(now),
             next_wakeup_at=Now(),
             last_seq=1,
             revision=1,
