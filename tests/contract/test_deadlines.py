@@ -37,7 +37,8 @@ def children_of(harness: Harness, run_id: str) -> list[str]:
         return [r.id for r in runs if r.parent_run_id == run_id]
     from continuum_django.models import WorkflowRun
 
-    return [str(pk) for pk in WorkflowRun.objects.filter(parent_run_id=run_id).values_list("pk", flat=True)]
+    children = WorkflowRun.objects.filter(parent_run_id=run_id)
+    return [str(pk) for pk in children.values_list("pk", flat=True)]
 
 
 def timers_open(harness: Harness, run_id: str) -> int:

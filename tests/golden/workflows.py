@@ -145,3 +145,11 @@ def cancel_while_waiting(ctx: Any) -> str:
         ctx.compensate()
         raise
     return "signalled"
+
+
+@workflow(name="golden.late")
+def late(ctx: Any) -> str:
+    """Started with a timeout it cannot meet: the journal ends it at its deadline."""
+    ctx.activity(echo, "begin")
+    ctx.sleep(3600)
+    return "too late"

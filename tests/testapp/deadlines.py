@@ -53,3 +53,9 @@ def chain(ctx: Any, step: int) -> str:
 def busy(ctx: Any) -> str:
     """Waits on an activity (its task stays scheduled in tests that do not run it)."""
     return ctx.activity(note, "busy")
+
+
+@workflow(name="tests.deadline.parent_with_keyed_child")
+def parent_with_keyed_child(ctx: Any) -> str:
+    """Gives its child a start option children do not take (refused in the parent)."""
+    return ctx.child(sleeper.options(idempotency_key="k"), 1)

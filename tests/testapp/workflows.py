@@ -371,5 +371,4 @@ if VARIANT == "3":
         return "v2"
 
 
-from . import reliability  # noqa: E402, F401
-from . import deadlines  # noqa: E402, F401
+from . import deadlines, reliability  # noqa: E402, F401
