@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 from django.db.models.functions import Now
+from django.test import Client
+from django.urls import reverse
 
 import continuum_django as continuum
+from continuum_django.admin.triage import moment
 from continuum_django.journal import OrmJournal
 from continuum_django.models import WorkflowEvent, WorkflowRun
 from continuum_django.worker import runtime
@@ -113,3 +116,34 @@ def test_concurrent_sweeps_end_each_late_run_exactly_once() -> None:
         (child,) = WorkflowRun.objects.filter(parent_run_id=run.id)
         assert child.status == "cancelled"
         assert child.events.filter(type="run_cancelled").count() == 1
+
+
+def _timed_out_run() -> str:
+    run = dl.sleeper.options(timeout=60).start(3600)
+    engine = dataclasses.replace(runtime(), eager_steps=0)
+    engine.advance_run(run.id)
+    make_late(run.id)
+    engine.sweep()
+    return run.id
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_the_deadline_and_the_timeout(admin_client: Client) -> None:
+    late = _timed_out_run()
+    live = dl.sleeper.options(timeout=3600).start(3600).id
+    html = admin_client.get(reverse("admin:continuum_workflowrun_change", args=[late]))
+    text = html.content.decode()
+    assert html.status_code == 200
+    assert "timed out</span>" in text
+    assert 'class="cn-event cn-event-run_timed_out"' in text
+    assert "deadline passed" in text  # the timeline's marker
+    assert "the run did not finish by its deadline" in text
+    deadline = WorkflowRun.objects.get(pk=live).deadline
+    page = admin_client.get(reverse("admin:continuum_workflowrun_change", args=[live]))
+    assert moment(deadline) in page.content.decode()
+
+    changelist = reverse("admin:continuum_workflowrun_changelist")
+    listed = admin_client.get(changelist, {"deadline": "timed_out"}).content.decode()
+    assert late[:8] in listed and live[:8] not in listed
+    listed = admin_client.get(changelist, {"deadline": "live"}).content.decode()
+    assert live[:8] in listed and late[:8] not in listed
