@@ -31,10 +31,8 @@ from .engine.exceptions import (
     ResultTimeout,
     RunNotFound,
     WorkflowCancelled,
-    WorkflowFailed,
-    WorkflowTimedOut,
+    run_failure,
 )
-from .engine.journal import TIMED_OUT
 from .engine.local import new_run
 from .journal.base import RUN_ENDED
 from .journal.lean import statements
@@ -294,7 +292,8 @@ def _tip_outcome(run_id: Any) -> WorkflowRun:
 def result(run_id: Any, timeout: float | None = None) -> Any:
     """Wait for the run (the tip of its continue_as_new chain) to finish; return its result.
 
-    Raises `WorkflowFailed`, `WorkflowCancelled`, or `ResultTimeout` after ``timeout`` seconds.
+    Raises `WorkflowFailed` (`WorkflowTimedOut` for a run ended at its deadline),
+    `WorkflowCancelled`, or `ResultTimeout` after ``timeout`` seconds.
     On Postgres, outside a transaction, it sleeps until the run's end is announced (LISTEN);
     elsewhere it polls.
     """
@@ -316,19 +315,7 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
 
 def _outcome(run: WorkflowRun) -> Any:
     if run.status == RunStatus.FAILED:
-        error = run.error or {}
-        if error.get("type") == TIMED_OUT:
-            raise WorkflowTimedOut(
-                f"run {run.id} timed out: {error.get('message', '')}",
-                run_id=str(run.id),
-                error=error,
-                deadline=error.get("deadline"),
-            )
-        raise WorkflowFailed(
-            f"run {run.id} failed: {error.get('type', '?')}: {error.get('message', '')}",
-            run_id=str(run.id),
-            error=error,
-        )
+        raise run_failure(str(run.id), run.error or {})
     if run.status == RunStatus.CANCELLED:
         raise WorkflowCancelled(f"run {run.id} was cancelled", run_id=str(run.id))
     return codec.decode(run.result)

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from .context import BufferedSignal
 from .events import Event, EventType, NewEvent
-from .exceptions import LeaseLost
+from .exceptions import TIMED_OUT, LeaseLost
 from .replay import Activation
 from .retry import RetryPolicy
 
@@ -250,12 +250,9 @@ def successor_run(
     )
 
 
-TIMED_OUT = "continuum.WorkflowTimedOut"  # the error type of a run ended at its deadline
-
-
 def timed_out_events(deadline: dt.datetime) -> list[NewEvent]:
     """What ends a run at its ``deadline``: ``run_timed_out``, then ``run_failed`` with a
-    `WorkflowTimedOut` error (the run's error too; `timed_out_error` reads it back)."""
+    `WorkflowTimedOut` error (the run's error too; `run_failure` raises it)."""
     when = deadline.isoformat()
     error = {
         "type": TIMED_OUT,

@@ -11,8 +11,15 @@ from typing import Any
 from . import codec
 from .clock import FakeClock
 from .context import EngineConfig
-from .definitions import Duration, Registry, WorkflowDefinition, check_timeout, registry
-from .journal import Dispatch, NewRun
+from .definitions import (
+    Duration,
+    Registry,
+    StartOptions,
+    WorkflowDefinition,
+    check_timeout,
+    registry,
+)
+from .journal import Dispatch, NewRun, RunStatus
 from .memory import MemoryJournal
 from .runtime import Runtime
 
@@ -88,10 +95,21 @@ class LocalRunner:
             eager_steps=eager_steps,
         )
 
-    def start(self, workflow: WorkflowDefinition[..., Any] | str, *args: Any, **kwargs: Any) -> str:
+    def start(
+        self,
+        workflow: WorkflowDefinition[..., Any] | StartOptions[..., Any] | str,
+        *args: Any,
+        **kwargs: Any,
+    ) -> str:
+        """Start a run; ``wf.options(...)`` gives it start options (a ``timeout`` too)."""
+        options: dict[str, Any] = {}
+        if isinstance(workflow, StartOptions):
+            options = dict(workflow.options)
+            workflow = workflow.workflow
         names = self.runtime.registry
         definition = names.workflow(workflow) if isinstance(workflow, str) else workflow
-        run_id, _, dispatch = self.journal.create_run(new_run(definition, args, kwargs))
+        new = new_run(definition, args, kwargs, **options)
+        run_id, _, dispatch = self.journal.create_run(new)
         self.dispatcher.send(dispatch)
         return run_id
 
@@ -113,6 +131,7 @@ class LocalRunner:
         for _ in range(max_steps):
             if self.step():
                 continue
+            self.dispatcher.send(self.journal.time_out_runs(1000))
             self.dispatcher.send(self.journal.fire_due_timers(1000))
             if self.step():
                 continue
@@ -127,4 +146,9 @@ class LocalRunner:
     def _next_due(self) -> dt.datetime | None:
         times = [eta for _, _, eta in self.dispatcher.pending if eta is not None]
         times += [t.fire_at for t in self.journal.timers.values() if not (t.fired or t.cancelled)]
+        times += [
+            r.deadline
+            for r in self.journal.runs.values()
+            if r.deadline is not None and r.status not in RunStatus.TERMINAL
+        ]
         return min(times) if times else None

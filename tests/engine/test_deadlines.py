@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from continuum_django import ContinuumError, InvalidTimeout
+from continuum_django import ContinuumError, InvalidTimeout, WorkflowFailed, WorkflowTimedOut
 from continuum_django.engine.definitions import check_timeout
 from continuum_django.engine.events import EventType
 from continuum_django.engine.local import LocalRunner, new_run
-from continuum_django.testing import replay
+from continuum_django.testing import WorkflowEnvironment, replay
 from tests.golden import workflows as g
 from tests.testapp import deadlines as dl
 
@@ -71,3 +71,20 @@ def test_a_child_takes_only_the_timeout_option() -> None:
     assert error["type"].endswith("WorkflowUsageError")
     assert "a child takes only timeout=" in error["message"]
     assert "idempotency_key" in error["message"]
+
+
+def test_the_test_kit_honours_a_deadline_before_the_next_timer() -> None:
+    env = WorkflowEnvironment()
+    run = env.start(dl.sleeper.options(timeout=dt.timedelta(minutes=10)), 3600)
+    started = env.now()
+    with pytest.raises(WorkflowTimedOut, match="deadline") as ended:
+        run.result()
+    assert isinstance(ended.value, WorkflowFailed)
+    assert env.now() == started + dt.timedelta(minutes=10)  # the clock stopped there
+    assert [e.type for e in run.history()][-2:] == ["run_timed_out", "run_failed"]
+
+
+def test_the_test_kit_leaves_a_run_that_ends_in_time_alone() -> None:
+    env = WorkflowEnvironment()
+    run = env.start(dl.sleeper.options(timeout=dt.timedelta(hours=2)), 3600)
+    assert run.result() == "woke"
