@@ -176,9 +176,11 @@ class WorkflowDefinition(Generic[P, R]):
         """Start options (``idempotency_key``, ``namespace``, ``attributes``, ``timeout``)
         for `start`; a bad one is refused here, with a `ValueError` (an unknown one with a
         `TypeError`). Passed to ``ctx.child`` / ``ctx.start_child``, only ``timeout``."""
-        from continuum_django.client import check_start_options
+        check_timeout(options.get("timeout"))
+        if set(options) - {"timeout"}:  # the others are checked against the run's columns
+            from continuum_django.client import check_start_options
 
-        check_start_options(**options)
+            check_start_options(**options)
         return StartOptions(workflow=self, options=options)
 
 
