@@ -540,7 +540,14 @@ class MemoryJournal:
             task = self._held_task(claim, now)
             dispatch = self._end_attempt(run, task, now, result, error, retry_delay)
             free = run.lease_expires_at is None or run.lease_expires_at <= now
-            if eager and (run.id, None) in dispatch.runs and free and not run.park_reason:
+            late = run.deadline is not None and run.deadline <= now
+            if (
+                eager
+                and (run.id, None) in dispatch.runs
+                and free
+                and not run.park_reason
+                and not late
+            ):
                 dispatch.runs.remove((run.id, None))
                 dispatch.eager_run = self._lease_run(run, eager.owner, eager.lease_seconds, now)
             return dispatch

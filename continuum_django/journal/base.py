@@ -67,6 +67,12 @@ def to_event(row: WorkflowEvent) -> Event:
     )
 
 
+def past_deadline(run: WorkflowRun, now: dt.datetime) -> bool:
+    """Whether the run's deadline has passed at ``now``: it advances no more, and the
+    sweep ends it (`RunJournal.time_out_runs`)."""
+    return run.deadline is not None and run.deadline <= now
+
+
 class LooseEnds(NamedTuple):
     scheduled: bool  # activity tasks not started yet
     running: bool  # activity attempts under way
@@ -340,12 +346,13 @@ class OrmBase:
 
     def _unchanged(self, run: WorkflowRun, claim: RunClaim, now: dt.datetime) -> bool:
         """Whether an optimistic ``claim`` still describes the (locked) run: same revision,
-        nobody holding its lease, not parked, not ended."""
+        nobody holding its lease, not parked, not ended, not past its deadline."""
         return (
             run.revision == claim.revision
             and (run.lease_expires_at is None or run.lease_expires_at <= now)
             and not run.park_reason
             and run.status not in TERMINAL
+            and not past_deadline(run, now)
         )
 
     def _claim_of(

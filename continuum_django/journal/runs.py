@@ -50,6 +50,7 @@ from .base import (
     WRITTEN_RUN_COLUMNS,
     OrmBase,
     activity_claim,
+    past_deadline,
     to_event,
 )
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
@@ -195,8 +196,8 @@ class RunJournal(OrmBase):
                 return None
             if run.lease_expires_at is not None and run.lease_expires_at > now:
                 return None
-            if run.deadline is not None and run.deadline <= now:
-                return None  # past its deadline: `time_out_runs` ends it
+            if past_deadline(run, now):
+                return None  # `time_out_runs` ends it
             timers = Timer.objects.using(self.using)
             due = list(timers.filter(run_id=run.id, fired=False, cancelled=False, fire_at__lte=now))
             if due:
@@ -224,8 +225,8 @@ class RunJournal(OrmBase):
             return None
         if run.status in TERMINAL or run.park_reason or run.due_timers:  # type: ignore[attr-defined]
             return None  # ended, parked, or timers to fire first: under a lease
-        if run.deadline is not None and run.deadline <= now:
-            return None  # past its deadline: `time_out_runs` ends it
+        if past_deadline(run, now):
+            return None  # `time_out_runs` ends it
         if run.lease_expires_at is not None and run.lease_expires_at > now:
             return None
         if run.next_wakeup_at is None or run.next_wakeup_at > now:
@@ -474,6 +475,7 @@ class RunJournal(OrmBase):
             f"{quote('revision')} = %s AND {quote('last_seq')} = %s"
             f" AND {quote('park_reason')} = %s AND {quote('status')} NOT IN ({live})"
             f" AND ({quote('lease_expires_at')} IS NULL OR {quote('lease_expires_at')} <= {{now}})"
+            f" AND ({quote('deadline')} IS NULL OR {quote('deadline')} > {{now}})"
         )
 
     @cached_property

@@ -172,3 +172,19 @@ def test_a_bad_timeout_is_refused_before_anything_is_stored(harness: Harness, ba
     with pytest.raises(InvalidTimeout, match="timeout") as refused:
         harness.start(dl.sleeper, 1, timeout=bad)
     assert isinstance(refused.value, ContinuumError) and isinstance(refused.value, ValueError)
+
+
+def test_a_late_run_is_not_chained_on_by_its_activitys_worker(harness: Harness) -> None:
+    run = harness.start(dl.busy, timeout=60)
+    harness.runtime.advance_run(harness.sent.runs.pop(0))  # schedules the activity
+    (task_id,) = harness.task_ids(run)
+    harness.sent.activities.clear()
+    pass_deadline(harness, run)
+    # A worker that would advance the run itself after the result (eager steps) does not:
+    # the result is journaled, but the run's code does not go on past its deadline.
+    harness.make_runtime("worker-b", eager_steps=5).execute_activity(task_id)
+    harness.drain()
+    assert harness.types(run)[-1] == "activity_completed"
+    assert harness.run(run)["status"] != "completed"
+    harness.runtime.sweep()
+    assert harness.types(run)[-2:] == ["run_timed_out", "run_failed"]
