@@ -147,3 +147,13 @@ def test_the_admin_shows_the_deadline_and_the_timeout(admin_client: Client) -> N
     assert late[:8] in listed and live[:8] not in listed
     listed = admin_client.get(changelist, {"deadline": "live"}).content.decode()
     assert live[:8] in listed and late[:8] not in listed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_timed_out_run_is_not_retried() -> None:
+    from continuum_django.operations import RunNotRetryable, retry
+
+    run_id = _timed_out_run()
+    with pytest.raises(RunNotRetryable, match="timed out at its deadline"):
+        retry(run_id, operator="ops", reason="try again")
+    assert WorkflowRun.objects.get(pk=run_id).status == "failed"
