@@ -13,6 +13,7 @@ from .engine.exceptions import (
     ChildCancelled,
     ChildFailed,
     ContinuumError,
+    InvalidTimeout,
     LeaseLost,
     NonRetryableError,
     PayloadError,
@@ -28,6 +29,7 @@ from .engine.exceptions import (
     UpdateTimeout,
     WorkflowCancelled,
     WorkflowFailed,
+    WorkflowTimedOut,
 )
 from .engine.retry import RetryPolicy
 from .engine.runtime import ActivityContext
@@ -87,6 +89,7 @@ __all__ = [
     "ChildHandle",
     "ContinuumError",
     "Event",
+    "InvalidTimeout",
     "LeaseLost",
     "NonRetryableError",
     "PayloadError",
@@ -106,6 +109,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowContext",
     "WorkflowFailed",
+    "WorkflowTimedOut",
     "activity",
     "cancel",
     "dead_letter",

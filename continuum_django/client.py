@@ -19,9 +19,11 @@ from . import lifecycle
 from .conf import app_settings
 from .engine import codec
 from .engine.definitions import (
+    Duration,
     WorkflowDefinition,
     bind_arguments,
     check_signal,
+    check_timeout,
     registry,
     unexpected_signal,
 )
@@ -30,7 +32,7 @@ from .engine.exceptions import (
     ResultTimeout,
     RunNotFound,
     WorkflowCancelled,
-    WorkflowFailed,
+    run_failure,
 )
 from .engine.journal import NewRun
 from .engine.local import new_run
@@ -72,9 +74,11 @@ def check_start_options(
     idempotency_key: str | None = None,
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
+    timeout: Duration | None = None,
 ) -> None:
     """Refuse a bad start option with a `ValueError` naming it (``attributes`` are checked
     by the codec when the run starts); `WorkflowDefinition.options` calls it too."""
+    check_timeout(timeout)
     if idempotency_key is not None:
         limit = _max_length(WorkflowRun, "idempotency_key")
         check_text(idempotency_key, "idempotency_key", max_length=limit)
@@ -149,14 +153,17 @@ def start(
     idempotency_key: str | None = None,
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
+    timeout: Duration | None = None,
 ) -> RunHandle:
     """Start a run in the caller's transaction; its first advance is sent on commit.
 
     With ``idempotency_key``, a run already started under that key (in this namespace,
-    for this workflow) is returned instead of a new one.
+    for this workflow) is returned instead of a new one. With ``timeout`` (seconds or a
+    timedelta), the run is ended as failed with `WorkflowTimedOut` if it has not
+    finished that long after it was stored (a deadline its successors keep).
     """
     definition = _definition(workflow)
-    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes)
+    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout)
     conf = app_settings()
     engine = runtime()
     run_id, created, dispatch = engine.journal.create_run(new)
@@ -185,10 +192,14 @@ def _new_run(
     idempotency_key: str | None,
     namespace: str,
     attributes: dict[str, Any] | None,
+    timeout: Duration | None = None,
 ) -> NewRun:
     """The run `start` (or `signal_with_start`) would insert, every input checked."""
     _check_start(definition, args, kwargs)
-    check_start_options(idempotency_key=idempotency_key, namespace=namespace, attributes=attributes)
+    check_start_options(
+        idempotency_key=idempotency_key, namespace=namespace, attributes=attributes,
+        timeout=timeout,
+    )  # fmt: skip
     settings = app_settings()
     new = new_run(
         definition,
@@ -197,6 +208,7 @@ def _new_run(
         idempotency_key=idempotency_key,
         namespace=namespace,
         attributes=attributes,
+        timeout=timeout,
         max_payload_bytes=settings.MAX_PAYLOAD_BYTES,
         max_payload_depth=settings.max_payload_depth,
     )
@@ -218,6 +230,7 @@ def signal_with_start(
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
     dedupe_key: str | None = None,
+    timeout: Duration | None = None,
 ) -> RunHandle:
     """Deliver ``signal`` to the run holding ``idempotency_key``, starting that run first
     when none does; both in the caller's transaction, atomically (the first advance is
@@ -232,7 +245,7 @@ def signal_with_start(
         raise ValueError(
             "signal_with_start needs an idempotency_key: it names the run to signal or start"
         )
-    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes)
+    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout)
     encoded = _signal_payload(signal, payload, dedupe_key)
     check_signal(definition, signal, codec.decode(encoded))
     conf = app_settings()
@@ -383,7 +396,8 @@ def _tip_outcome(run_id: Any) -> WorkflowRun:
 def result(run_id: Any, timeout: float | None = None) -> Any:
     """Wait for the run (the tip of its continue_as_new chain) to finish; return its result.
 
-    Raises `WorkflowFailed`, `WorkflowCancelled`, or `ResultTimeout` after ``timeout`` seconds.
+    Raises `WorkflowFailed` (`WorkflowTimedOut` for a run ended at its deadline),
+    `WorkflowCancelled`, or `ResultTimeout` after ``timeout`` seconds.
     On Postgres, outside a transaction, it sleeps until the run's end is announced (LISTEN);
     elsewhere it polls.
     """
@@ -405,12 +419,7 @@ def result(run_id: Any, timeout: float | None = None) -> Any:
 
 def _outcome(run: WorkflowRun) -> Any:
     if run.status == RunStatus.FAILED:
-        error = run.error or {}
-        raise WorkflowFailed(
-            f"run {run.id} failed: {error.get('type', '?')}: {error.get('message', '')}",
-            run_id=str(run.id),
-            error=error,
-        )
+        raise run_failure(str(run.id), run.error or {})
     if run.status == RunStatus.CANCELLED:
         raise WorkflowCancelled(f"run {run.id} was cancelled", run_id=str(run.id))
     return codec.decode(run.result)

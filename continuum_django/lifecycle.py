@@ -48,8 +48,8 @@ timer_scheduled = Signal()
 signal_sent = Signal()
 #: A run took a signal from its mailbox: ``run_id``, ``name``.
 signal_received = Signal()
-#: A sweep ran: ``counts`` (timers_fired, attempts_timed_out, activities_redispatched,
-#: runs_redispatched), ``seconds``.
+#: A sweep ran: ``counts`` (runs_timed_out, timers_fired, attempts_timed_out,
+#: activities_redispatched, runs_redispatched), ``seconds``.
 sweep_finished = Signal()
 
 

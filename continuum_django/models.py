@@ -8,8 +8,10 @@ from typing import Any
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Now
 
 from .engine import codec
+from .engine.journal import TIMED_OUT
 from .engine.journal import RunStatus as _RunStatus
 from .engine.journal import TaskStatus as _TaskStatus
 
@@ -24,7 +26,11 @@ class RunStatus(models.TextChoices):
     CONTINUED = _RunStatus.CONTINUED
 
 
-TERMINAL = [str(s) for s in _RunStatus.TERMINAL]
+# In a fixed order (not the frozenset's, which varies by process): an index condition
+# holds it, and its migration must not change from one `makemigrations` to the next.
+TERMINAL = [str(s) for s in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
+                             RunStatus.CONTINUED)]  # fmt: skip
+assert set(TERMINAL) == _RunStatus.TERMINAL
 
 
 class ParkReason(models.TextChoices):
@@ -40,6 +46,15 @@ class WorkflowRunQuerySet(models.QuerySet["WorkflowRun"]):
 
     def parked(self) -> WorkflowRunQuerySet:
         return self.exclude(park_reason="")
+
+    def past_deadline(self) -> WorkflowRunQuerySet:
+        """Live runs whose deadline has passed (on the database clock): the sweep ends them.
+        Served by the ``continuum_run_deadline`` index alone, finished runs left out."""
+        return self.live().filter(deadline__lte=Now())
+
+    def timed_out(self) -> WorkflowRunQuerySet:
+        """Runs that ended failed at their deadline."""
+        return self.filter(status=RunStatus.FAILED, error__type=TIMED_OUT)
 
     def runnable(self) -> WorkflowRunQuerySet:
         """Live, unparked runs with a wake-up set."""
@@ -64,6 +79,8 @@ class WorkflowRun(models.Model):
     lease_token = models.BigIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     next_wakeup_at = models.DateTimeField(null=True, blank=True)
+    # When the run is ended as timed out if it has not finished (``options(timeout=...)``).
+    deadline = models.DateTimeField(null=True, blank=True)
     park_reason = models.CharField(
         max_length=32, choices=ParkReason.choices, default=ParkReason.NONE, blank=True
     )
@@ -104,6 +121,12 @@ class WorkflowRun(models.Model):
                 fields=["next_wakeup_at"],
                 condition=Q(next_wakeup_at__isnull=False),
                 name="continuum_run_wakeup",
+            ),
+            # Only live runs with a deadline: the sweep's search never reads ended ones.
+            models.Index(
+                fields=["deadline"],
+                condition=Q(deadline__isnull=False) & ~Q(status__in=TERMINAL),
+                name="continuum_run_deadline",
             ),
             models.Index(fields=["workflow_name"], name="continuum_run_workflow"),
             models.Index(fields=["status"], name="continuum_run_status"),

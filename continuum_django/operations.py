@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 from .conf import app_settings
 from .engine.events import COMMAND_EVENTS, EventType
 from .engine.exceptions import ContinuumError, RunNotActive, RunNotFound
-from .engine.journal import Dispatch
+from .engine.journal import TIMED_OUT, Dispatch
 from .models import (
     TERMINAL,
     ActivityTask,
@@ -149,6 +149,13 @@ def _reopen(run: WorkflowRun, operator: str, reason: str, dispatch: Dispatch) ->
     if run.status != RunStatus.FAILED:
         raise RunNotRetryable(
             f"run {run.id} is {run.status}; only a failed or parked run can be retried",
+            run_id=str(run.id),
+        )
+    error = run.error or {}
+    if error.get("type") == TIMED_OUT:
+        raise RunNotRetryable(
+            f"run {run.id} timed out at its deadline ({error.get('deadline')}); a retry "
+            "would end it again at once: start a new run (with a later deadline)",
             run_id=str(run.id),
         )
     if run.parent_run_id:

@@ -29,6 +29,7 @@ from .engine.definitions import (
     ActivityDefinition,
     Duration,
     Registry,
+    StartOptions,
     WorkflowDefinition,
     to_seconds,
 )
@@ -41,7 +42,7 @@ from .engine.exceptions import (
     UpdateRejected,
     UpdateTimeout,
     WorkflowCancelled,
-    WorkflowFailed,
+    run_failure,
 )
 from .engine.journal import ParkReason, RunStatus
 from .engine.local import LocalRunner, new_run
@@ -96,9 +97,13 @@ class WorkflowEnvironment:
         return self.clock.now()
 
     def start(
-        self, workflow: WorkflowDefinition[..., Any] | str, *args: Any, **kwargs: Any
+        self,
+        workflow: WorkflowDefinition[..., Any] | StartOptions[..., Any] | str,
+        *args: Any,
+        **kwargs: Any,
     ) -> LocalRun:
-        """Start a run and do all the work that is due now (time does not move yet)."""
+        """Start a run and do all the work that is due now (time does not move yet).
+        ``wf.options(timeout=...)`` gives it a deadline, which the clock honours."""
         run = LocalRun(self, self.runner.start(workflow, *args, **kwargs))
         self.run(skip_time=False)
         return run
@@ -238,12 +243,7 @@ class LocalRun:
         if stored.status == RunStatus.COMPLETED:
             return codec.decode(stored.result)
         if stored.status == RunStatus.FAILED:
-            error = stored.error or {}
-            raise WorkflowFailed(
-                f"run {self.id} failed: {error.get('type', '?')}: {error.get('message', '')}",
-                run_id=self.id,
-                error=error,
-            )
+            raise run_failure(self.id, stored.error or {})
         if stored.status == RunStatus.CANCELLED:
             raise WorkflowCancelled(f"run {self.id} was cancelled", run_id=self.id)
         raise ResultTimeout(

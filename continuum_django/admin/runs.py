@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..engine.events import EventType
+from ..engine.journal import TIMED_OUT
 from ..models import (
     TERMINAL,
     ActivityTask,
@@ -51,6 +52,21 @@ TIMELINE_EVENTS = 2 * timeline.MAX_BARS  # enough events for the bars it draws, 
 def retryable(run: WorkflowRun) -> bool:
     """Whether `operations.retry` may take the run: live and parked, or failed."""
     return run.status == RunStatus.FAILED or bool(run.park_reason and not run.is_terminal)
+
+
+class DeadlineFilter(admin.SimpleListFilter):
+    title = "deadline"
+    parameter_name = "deadline"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("timed_out", "timed out"), ("live", "live, with a deadline")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "timed_out":
+            return queryset.filter(status=RunStatus.FAILED, error__type=TIMED_OUT)
+        if self.value() == "live":
+            return queryset.live().filter(deadline__isnull=False)  # type: ignore[attr-defined]
+        return queryset
 
 
 def link_to(run_id: Any, text: str | None = None) -> SafeString:
@@ -98,6 +114,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         "status",
         TriageFilter,
         ParkedFilter,
+        DeadlineFilter,
         "workflow_name",
         "namespace",
         "workflow_version",
@@ -124,6 +141,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
                     "attributes_html",
                     "state_html",
                     ("created", "updated", "finished"),
+                    "deadline_html",
                 ]
             },
         ),
@@ -209,6 +227,18 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         return super().get_search_results(request, queryset, search_term)
 
     # -- the run page ------------------------------------------------------------
+
+    @admin.display(description="deadline", ordering="deadline")
+    def deadline_html(self, run: WorkflowRun) -> SafeString:
+        """When the run is ended as timed out (``options(timeout=...)``), and whether it was."""
+        if run.deadline is None:
+            return format_html('<span class="cn-muted">{}</span>', "none")
+        when = moment(run.deadline)
+        if run.status == RunStatus.FAILED and (run.error or {}).get("type") == TIMED_OUT:
+            return format_html('{} <span class="cn-status cn-status-failed">timed out</span>', when)
+        if run.is_terminal:
+            return format_html('{} <span class="cn-muted">(ended in time)</span>', when)
+        return format_html("{}", when)
 
     @admin.display(description="attributes")
     def attributes_html(self, run: WorkflowRun) -> SafeString:

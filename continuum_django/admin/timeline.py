@@ -97,6 +97,8 @@ def bars(events: Sequence[WorkflowEvent], now: dt.datetime, finished: bool) -> l
             )
         elif event.type == EventType.CANCEL_REQUESTED:
             found.append(Bar("cancel requested", "cancel", event.created_at, event.created_at, ""))
+        elif event.type == EventType.RUN_TIMED_OUT:
+            found.append(Bar("deadline passed", "cancel", event.created_at, event.created_at, ""))
     if finished:
         for bar in [*open_by_command.values(), *open_updates.values()]:
             bar.state = "abandoned"

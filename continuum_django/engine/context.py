@@ -23,8 +23,10 @@ from . import codec
 from .definitions import (
     ActivityDefinition,
     Duration,
+    StartOptions,
     WorkflowDefinition,
     bind_arguments,
+    check_timeout,
     registry,
     to_seconds,
 )
@@ -179,12 +181,15 @@ class HistoryIndex:
     again in Python, which is most of a long run's replay.
     """
 
-    __slots__ = ("cancel", "ended", "events", "last_position", "outcomes", "recorded")
+    __slots__ = (
+        "cancel", "ended", "events", "last_position", "outcomes", "recorded", "timed_out",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.recorded: dict[int, Event] = {}
         self.outcomes: dict[str, Event] = {}
         self.cancel: Event | None = None
+        self.timed_out: Event | None = None  # the run's deadline passed (`run_timed_out`)
         self.ended = False
         self.events: tuple[Event, ...] = ()
         self.last_position = -1  # the highest position in `recorded`
@@ -206,6 +211,7 @@ class HistoryIndex:
         longer.recorded = dict(self.recorded)
         longer.outcomes = dict(self.outcomes)
         longer.cancel, longer.ended = self.cancel, self.ended
+        longer.timed_out = self.timed_out
         longer.last_position = self.last_position
         return longer._add(history, len(self.events))
 
@@ -222,6 +228,8 @@ class HistoryIndex:
                     outcomes.setdefault(event.command_id, event)
             elif kind == EventType.CANCEL_REQUESTED and self.cancel is None:
                 self.cancel = event
+            elif kind == EventType.RUN_TIMED_OUT:
+                self.timed_out = event
             if kind in RUN_ENDS:
                 self.ended = True
             elif kind == EventType.ACTIVITY_RETRY_SCHEDULED:
@@ -482,14 +490,27 @@ class WorkflowContext:
 
     # -- child workflows -----------------------------------------------------
 
-    def child(self, wf: WorkflowDefinition[..., T] | str, *args: Any, **kwargs: Any) -> T:
+    def child(
+        self, wf: WorkflowDefinition[..., T] | StartOptions[..., T] | str, *args: Any, **kwargs: Any
+    ) -> T:
         """Run a child workflow and return its result; raises `ChildFailed` if it fails."""
         return self.start_child(wf, *args, **kwargs).result()  # type: ignore[no-any-return,unused-ignore]
 
     def start_child(
-        self, wf: WorkflowDefinition[..., Any] | str, *args: Any, **kwargs: Any
+        self,
+        wf: WorkflowDefinition[..., Any] | StartOptions[..., Any] | str,
+        *args: Any,
+        **kwargs: Any,
     ) -> ChildHandle:
-        """Start a child workflow without waiting for it; returns a handle."""
+        """Start a child workflow without waiting for it; returns a handle.
+
+        ``wf.options(timeout=...)`` gives the child a deadline of its own (the only start
+        option a child takes: it shares its parent's namespace and has no key).
+        """
+        timeout = None
+        if isinstance(wf, StartOptions):
+            timeout = self._child_timeout(wf)
+            wf = wf.workflow
         definition = registry.workflow(wf) if isinstance(wf, str) else wf
         if not isinstance(definition, WorkflowDefinition):
             raise WorkflowUsageError(f"{wf!r} is not a workflow: decorate it with @workflow")
@@ -517,8 +538,20 @@ class WorkflowContext:
             "depth": self._depth + 1,
             "seed": uuid.UUID(run_id).int >> 66,
         }
+        if timeout is not None:
+            payload["timeout"] = timeout
         self._emit(EventType.CHILD_STARTED, command_id, payload)
         return ChildHandle(self, command_id, definition.name, run_id)
+
+    @staticmethod
+    def _child_timeout(options: StartOptions[..., Any]) -> float | None:
+        other = sorted(set(options.options) - {"timeout"})
+        if other:
+            raise WorkflowUsageError(
+                f"child workflow {options.workflow.name!r} was given start options {other}; "
+                "a child takes only timeout= (it runs in its parent's namespace)"
+            )
+        return check_timeout(options.options.get("timeout"))
 
     # -- long-running workflows and code changes -----------------------------
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from .exceptions import (
+    InvalidTimeout,
     RegistrationError,
     SignalRejected,
     UnknownActivity,
@@ -47,6 +48,29 @@ def to_seconds(value: Duration | None, *, what: str = "duration") -> float | Non
         raise TypeError(f"{what} must be seconds (int or float) or a timedelta, not {value!r}")
     if seconds < 0:
         raise ValueError(f"{what} must not be negative, got {seconds}")
+    return seconds
+
+
+# The longest run timeout taken: a deadline further off is a mistake (and would overflow).
+MAX_RUN_TIMEOUT = dt.timedelta(days=36_500)
+
+
+def check_timeout(value: Duration | None) -> float | None:
+    """A run's ``timeout`` option in seconds (None: no deadline); `InvalidTimeout` (also a
+    `ValueError`) naming what was wrong unless it is a positive, finite duration."""
+    if value is None:
+        return None
+    try:
+        seconds = to_seconds(value, what="timeout")
+    except (TypeError, ValueError) as exc:
+        raise InvalidTimeout(str(exc), timeout=repr(value)) from None
+    assert seconds is not None
+    if not 0 < seconds <= MAX_RUN_TIMEOUT.total_seconds():
+        raise InvalidTimeout(
+            f"timeout must be a positive duration of at most {MAX_RUN_TIMEOUT.days} days, "
+            f"got {value!r}",
+            timeout=repr(value),
+        )
     return seconds
 
 
@@ -166,11 +190,14 @@ class WorkflowDefinition(Generic[P, R]):
         )
 
     def options(self, **options: Any) -> StartOptions[P, R]:
-        """Start options (``idempotency_key``, ``namespace``, ``attributes``) for `start`;
-        a bad one is refused here, with a `ValueError` (an unknown one with a `TypeError`)."""
-        from continuum_django.client import check_start_options
+        """Start options (``idempotency_key``, ``namespace``, ``attributes``, ``timeout``)
+        for `start`; a bad one is refused here, with a `ValueError` (an unknown one with a
+        `TypeError`). Passed to ``ctx.child`` / ``ctx.start_child``, only ``timeout``."""
+        check_timeout(options.get("timeout"))
+        if set(options) - {"timeout"}:  # the others are checked against the run's columns
+            from continuum_django.client import check_start_options
 
-        check_start_options(**options)
+            check_start_options(**options)
         return StartOptions(workflow=self, options=options)
 
     def update_validator(self, name: str) -> Callable[[V], V]:

@@ -30,6 +30,9 @@ class EventType(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
     RUN_CONTINUED = "run_continued"
+    # The run passed its deadline (`options(timeout=...)`); the journal, not the workflow
+    # code, wrote it, and the run's ``run_failed`` (a `WorkflowTimedOut`) follows it.
+    RUN_TIMED_OUT = "run_timed_out"
     # An operator reopened a failed run at this failed activity: its earlier outcome (and
     # the run's failure) no longer count; the activity's next outcome does.
     ACTIVITY_RETRY_SCHEDULED = "activity_retry_scheduled"

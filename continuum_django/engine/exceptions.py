@@ -77,6 +77,35 @@ class WorkflowFailed(ContinuumError):
     """The run ended `failed`; `error` holds the recorded failure."""
 
 
+class InvalidTimeout(ContinuumError, ValueError):
+    """A run's ``timeout`` option is not a positive duration (seconds or a timedelta)."""
+
+
+class WorkflowTimedOut(WorkflowFailed):
+    """The run ended `failed` because it passed its deadline (``options(timeout=...)``);
+    ``deadline`` is when that was (ISO 8601)."""
+
+
+# The error type of a run the journal ended at its deadline (`WorkflowTimedOut`).
+TIMED_OUT = "continuum.WorkflowTimedOut"
+
+
+def run_failure(run_id: str, error: dict[str, Any]) -> WorkflowFailed:
+    """The error `result()` raises for a run that ended failed with ``error``."""
+    if error.get("type") == TIMED_OUT:
+        return WorkflowTimedOut(
+            f"run {run_id} timed out: {error.get('message', '')}",
+            run_id=run_id,
+            error=error,
+            deadline=error.get("deadline"),
+        )
+    return WorkflowFailed(
+        f"run {run_id} failed: {error.get('type', '?')}: {error.get('message', '')}",
+        run_id=run_id,
+        error=error,
+    )
+
+
 class WorkflowCancelled(ContinuumError):
     """The run ended `cancelled`."""
 

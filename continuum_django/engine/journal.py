@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from .context import BufferedSignal
-from .events import Event, EventType
-from .exceptions import LeaseLost
+from .events import Event, EventType, NewEvent
+from .exceptions import TIMED_OUT, LeaseLost
 from .replay import Activation
 from .retry import RetryPolicy
 
@@ -117,6 +117,8 @@ class Dispatch:
     # New runs' ``run_started`` payloads, by run id: their first advance message carries it,
     # so that the advance need not read the run (see `Runtime.advance_run`).
     starts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Runs `Journal.time_out_runs` ended at their deadline.
+    timed_out: list[str] = field(default_factory=list)
 
     def merge(self, other: Dispatch) -> Dispatch:
         self.runs.extend(other.runs)
@@ -161,6 +163,10 @@ class NewRun:
     trace: dict[str, str] | None = None
     # Published state carried over from the run this one continues (codec form).
     state: dict[str, Any] = field(default_factory=dict)
+    # The run's deadline: ``timeout`` seconds after it is inserted (on the journal's
+    # clock), or the ``deadline`` a continued run hands its successor.
+    timeout: float | None = None
+    deadline: dt.datetime | None = None
 
     def started_payload(self) -> dict[str, Any]:
         """The payload of the run's ``run_started`` event."""
@@ -180,7 +186,17 @@ class NewRun:
             payload["trace"] = self.trace
         if self.state:  # replay starts the run's published state from it
             payload["state"] = self.state
+        if self.timeout is not None:
+            payload["timeout"] = self.timeout
+        if self.deadline is not None:
+            payload["deadline"] = self.deadline.isoformat()
         return payload
+
+    def deadline_at(self, now: dt.datetime) -> dt.datetime | None:
+        """The run's deadline if it is inserted at ``now`` (None: it has none)."""
+        if self.deadline is not None:
+            return self.deadline
+        return seconds_after(now, self.timeout)
 
 
 def child_run(parent_id: str, event: Event) -> NewRun:
@@ -200,6 +216,7 @@ def child_run(parent_id: str, event: Event) -> NewRun:
         parent_run_id=parent_id,
         parent_command_id=event.command_id,
         chain_root_id=p["run_id"],
+        timeout=p.get("timeout"),
     )
 
 
@@ -214,9 +231,11 @@ def successor_run(
     parent_command_id: str,
     chain_root_id: str,
     state: dict[str, Any] | None = None,
+    deadline: dt.datetime | None = None,
 ) -> NewRun:
     """The run a ``run_continued`` event asks for: same chain, same parent, fresh history,
-    the published ``state`` carried over."""
+    the published ``state`` carried over and the same deadline (a deadline bounds the
+    whole chain)."""
     p = event.payload
     return NewRun(
         run_id=p["next_run_id"],
@@ -234,7 +253,25 @@ def successor_run(
         continued_from_id=run_id,
         chain_root_id=chain_root_id,
         state=dict(state or {}),
+        deadline=deadline,
     )
+
+
+def timed_out_events(deadline: dt.datetime) -> list[NewEvent]:
+    """What ends a run at its ``deadline``: ``run_timed_out``, then ``run_failed`` with a
+    `WorkflowTimedOut` error (the run's error too; `run_failure` raises it)."""
+    when = deadline.isoformat()
+    error = {
+        "type": TIMED_OUT,
+        "message": f"the run did not finish by its deadline, {when}",
+        "non_retryable": True,
+        "traceback": "",
+        "deadline": when,
+    }
+    return [
+        NewEvent(type=EventType.RUN_TIMED_OUT, payload={"deadline": when, "error": error}),
+        NewEvent(type=EventType.RUN_FAILED, payload={"error": error}),
+    ]
 
 
 def quarantine_detail(error: dict[str, Any], count: int, revision: int) -> str:
@@ -356,6 +393,13 @@ class Journal(Protocol):
 
     def due_runs(self, limit: int, grace_seconds: float) -> Dispatch:
         """Runs whose wake-up is overdue by ``grace_seconds`` and whose lease is free."""
+        ...
+
+    def time_out_runs(self, limit: int) -> Dispatch:
+        """End live runs past their deadline (see `timed_out_events`), each exactly once
+        (under its row lock, after re-checking): their open work is closed, their live
+        children are terminated and their parent hears the failure. The workflow code
+        gets no cleanup: a deadline is a hard limit."""
         ...
 
     def deliver_signal(

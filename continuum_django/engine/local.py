@@ -11,8 +11,15 @@ from typing import Any
 from . import codec
 from .clock import FakeClock
 from .context import EngineConfig
-from .definitions import Registry, WorkflowDefinition, registry
-from .journal import Dispatch, NewRun
+from .definitions import (
+    Duration,
+    Registry,
+    StartOptions,
+    WorkflowDefinition,
+    check_timeout,
+    registry,
+)
+from .journal import Dispatch, NewRun, RunStatus
 from .memory import MemoryJournal
 from .runtime import Runtime
 
@@ -28,9 +35,11 @@ def new_run(
     max_payload_bytes: int | None = None,
     max_payload_depth: int = codec.DEFAULT_MAX_DEPTH,
     run_id: str | None = None,
+    timeout: Duration | None = None,
 ) -> NewRun:
     """Validate and encode what starting ``definition`` needs; raises `PayloadError`.
-    The args and kwargs are one input: ``max_payload_bytes`` bounds them together."""
+    The args and kwargs are one input: ``max_payload_bytes`` bounds them together.
+    ``timeout``: the run's deadline, that long after it is stored (see `check_timeout`)."""
     limits: dict[str, Any] = {"max_bytes": max_payload_bytes, "max_depth": max_payload_depth}
     what = f"input of workflow {definition.name!r}"
     call = codec.encode_many(
@@ -46,6 +55,7 @@ def new_run(
         attributes=codec.encode(dict(attributes or {}), what="attributes", **limits),
         idempotency_key=idempotency_key,
         seed=secrets.randbits(63),
+        timeout=check_timeout(timeout),
     )
 
 
@@ -85,10 +95,21 @@ class LocalRunner:
             eager_steps=eager_steps,
         )
 
-    def start(self, workflow: WorkflowDefinition[..., Any] | str, *args: Any, **kwargs: Any) -> str:
+    def start(
+        self,
+        workflow: WorkflowDefinition[..., Any] | StartOptions[..., Any] | str,
+        *args: Any,
+        **kwargs: Any,
+    ) -> str:
+        """Start a run; ``wf.options(...)`` gives it start options (a ``timeout`` too)."""
+        options: dict[str, Any] = {}
+        if isinstance(workflow, StartOptions):
+            options = dict(workflow.options)
+            workflow = workflow.workflow
         names = self.runtime.registry
         definition = names.workflow(workflow) if isinstance(workflow, str) else workflow
-        run_id, _, dispatch = self.journal.create_run(new_run(definition, args, kwargs))
+        new = new_run(definition, args, kwargs, **options)
+        run_id, _, dispatch = self.journal.create_run(new)
         self.dispatcher.send(dispatch)
         return run_id
 
@@ -110,6 +131,7 @@ class LocalRunner:
         for _ in range(max_steps):
             if self.step():
                 continue
+            self.dispatcher.send(self.journal.time_out_runs(1000))
             self.dispatcher.send(self.journal.fire_due_timers(1000))
             if self.step():
                 continue
@@ -124,4 +146,9 @@ class LocalRunner:
     def _next_due(self) -> dt.datetime | None:
         times = [eta for _, _, eta in self.dispatcher.pending if eta is not None]
         times += [t.fire_at for t in self.journal.timers.values() if not (t.fired or t.cancelled)]
+        times += [
+            r.deadline
+            for r in self.journal.runs.values()
+            if r.deadline is not None and r.status not in RunStatus.TERMINAL
+        ]
         return min(times) if times else None

@@ -37,6 +37,7 @@ from .journal import (
     successor_run,
     task_fields,
     task_kind,
+    timed_out_events,
     timeout_error,
 )
 from .replay import Activation, Outcome
@@ -72,6 +73,7 @@ class MemoryRun:
     parent_command_id: str = ""
     chain_root_id: str = ""
     successor_id: str | None = None
+    deadline: dt.datetime | None = None
     events: list[Event] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -207,6 +209,7 @@ class MemoryJournal:
             parent_command_id=new.parent_command_id,
             chain_root_id=new.chain_root_id or new.run_id,
             state=dict(new.state),
+            deadline=new.deadline_at(now),
         )
         self.runs[run.id] = run
         self._append(run, NewEvent(type=EventType.RUN_STARTED, payload=new.started_payload()), now)
@@ -320,6 +323,8 @@ class MemoryJournal:
                 return None
             if run.lease_expires_at is not None and run.lease_expires_at > now:
                 return None
+            if run.deadline is not None and run.deadline <= now:
+                return None  # past its deadline: `time_out_runs` ends it
             dispatch = Dispatch()
             for timer in list(self.timers.values()):
                 if (
@@ -396,6 +401,7 @@ class MemoryJournal:
                 parent_command_id=run.parent_command_id,
                 chain_root_id=run.chain_root_id,
                 state=run.state,
+                deadline=run.deadline,
             ),
             now,
             dispatch,
@@ -544,7 +550,14 @@ class MemoryJournal:
             task = self._held_task(claim, now)
             dispatch = self._end_attempt(run, task, now, result, error, retry_delay)
             free = run.lease_expires_at is None or run.lease_expires_at <= now
-            if eager and (run.id, None) in dispatch.runs and free and not run.park_reason:
+            late = run.deadline is not None and run.deadline <= now
+            if (
+                eager
+                and (run.id, None) in dispatch.runs
+                and free
+                and not run.park_reason
+                and not late
+            ):
                 dispatch.runs.remove((run.id, None))
                 dispatch.eager_run = self._lease_run(run, eager.owner, eager.lease_seconds, now)
             return dispatch
@@ -660,6 +673,38 @@ class MemoryJournal:
                     if len(dispatch.runs) >= limit:
                         break
             return dispatch
+
+    def time_out_runs(self, limit: int) -> Dispatch:
+        with self._lock:
+            now = self.clock.now()
+            dispatch = Dispatch()
+            late = [
+                run
+                for run in self.runs.values()
+                if run.status not in RunStatus.TERMINAL
+                and run.deadline is not None
+                and run.deadline <= now
+            ]
+            for run in sorted(late, key=lambda r: r.deadline or now)[:limit]:
+                self._time_out(run, now, dispatch)
+            return dispatch
+
+    def _time_out(self, run: MemoryRun, now: dt.datetime, dispatch: Dispatch) -> None:
+        assert run.deadline is not None
+        reason = f"the parent run {run.id} timed out"
+        for child in self._children(run):
+            self._cancel(child, reason, True, now, dispatch)
+        timed_out, failed = timed_out_events(run.deadline)
+        self._append(run, timed_out, now)
+        self._append(run, failed, now)
+        run.status = RunStatus.FAILED
+        run.error = failed.payload["error"]
+        run.lease_owner = ""
+        run.lease_expires_at = None
+        run.next_wakeup_at = None
+        run.revision += 1
+        dispatch.timed_out.append(run.id)
+        self._finish(run, now, dispatch)
 
     # -- client-side writes --------------------------------------------------
 

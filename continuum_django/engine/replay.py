@@ -139,8 +139,12 @@ def advance(
             f"recorded command {first.command_id!r} ({first.type} at seq {first.seq})",
             drift_command=_unreached(first),
         )
+    if index.timed_out is not None:
+        # The journal ended the run at its deadline, wherever its code had got to: replay
+        # ends it the same way, so a timed-out history replays to its recorded end.
+        outcome, value, error = Outcome.FAILED, None, index.timed_out.payload["error"]
     cleanup_error = None
-    if index.cancel is not None and outcome != Outcome.SUSPENDED:
+    if index.cancel is not None and outcome != Outcome.SUSPENDED and index.timed_out is None:
         # A run asked to stop ends cancelled, whatever its code did after the request:
         # returned, continued, or raised (in its cleanup or before it reached one). What it
         # raised is kept with the end (`run_cancelled`'s ``cleanup_error``, the run's error).

@@ -525,6 +525,8 @@ class Runtime:
     def sweep(self) -> dict[str, int]:
         """Fire due timers, time out lost or late attempts, re-send lost messages."""
         started = time.monotonic()
+        # Runs past their deadline first: their timers and tasks then need no more work.
+        late = self.journal.time_out_runs(self.sweep_limit)
         dispatch = self.journal.fire_due_timers(self.sweep_limit)
         timers = len(dispatch.runs)
         expired = self.journal.expired_activities(self.sweep_limit)
@@ -542,12 +544,13 @@ class Runtime:
         lost_tasks = self.journal.due_activities(self.sweep_limit, self.redispatch_after)
         lost_runs = self.journal.due_runs(self.sweep_limit, self.redispatch_after)
         counts = {
+            "runs_timed_out": len(late.timed_out),
             "timers_fired": timers,
             "attempts_timed_out": len(expired),
             "activities_redispatched": len(lost_tasks.activities),
             "runs_redispatched": len(lost_runs.runs),
         }
-        self.dispatcher.send(dispatch.merge(lost_tasks).merge(lost_runs))
+        self.dispatcher.send(late.merge(dispatch).merge(lost_tasks).merge(lost_runs))
         self._tell("swept", counts, time.monotonic() - started)
         return counts
 

@@ -26,7 +26,7 @@ from ..engine.journal import (
     timeout_error,
 )
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
-from .base import LEASED_TASK_FIELDS, activity_claim, to_event
+from .base import LEASED_TASK_FIELDS, activity_claim, past_deadline, to_event
 from .lean import AttemptLost, Guarded, Pending
 from .runs import FINAL, RunJournal
 
@@ -99,7 +99,8 @@ class ActivityJournal(RunJournal):
                 self._lock_run(then.claim.parent_run_id)  # parent before child: it hears the end
             run, now = self._lock_run(claim.run_id)
             free = run.lease_expires_at is None or run.lease_expires_at <= now
-            chain = eager if eager and free and not run.park_reason else None
+            late = past_deadline(run, now)  # the sweep ends it; it advances no more
+            chain = eager if eager and free and not run.park_reason and not late else None
             if error is None and run.status not in TERMINAL:
                 self._complete_attempt(claim, result, now)
                 new = self._result(claim, result)

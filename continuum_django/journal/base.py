@@ -68,6 +68,12 @@ def to_event(row: WorkflowEvent) -> Event:
     )
 
 
+def past_deadline(run: WorkflowRun, now: dt.datetime) -> bool:
+    """Whether the run's deadline has passed at ``now``: it advances no more, and the
+    sweep ends it (`RunJournal.time_out_runs`)."""
+    return run.deadline is not None and run.deadline <= now
+
+
 class LooseEnds(NamedTuple):
     scheduled: bool  # activity tasks not started yet
     running: bool  # activity attempts under way
@@ -286,8 +292,12 @@ class OrmBase:
             timers = Timer.objects.using(self.using).filter(run_id=run.id, fired=False)
             timers.update(cancelled=True)
 
-    def _insert_run(self, new: NewRun, dispatch: Dispatch) -> WorkflowRun:
-        """Insert a run and its run_started event; its first advance goes out on commit."""
+    def _insert_run(
+        self, new: NewRun, dispatch: Dispatch, now: dt.datetime | None = None
+    ) -> WorkflowRun:
+        """Insert a run and its run_started event; its first advance goes out on commit.
+        A ``timeout`` makes its deadline from ``now``, the database's clock (without one,
+        the caller sets the deadline: see `RunJournal.create_run`)."""
         run = self.sql.new(
             WorkflowRun,
             id=new.run_id,
@@ -303,6 +313,7 @@ class OrmBase:
             parent_command_id=new.parent_command_id,
             continued_from_id=new.continued_from_id,
             chain_root_id=new.chain_root_id or new.run_id,
+            deadline=new.deadline if now is None else new.deadline_at(now),
             next_wakeup_at=Now(),
             last_seq=1,
             revision=1,
@@ -337,12 +348,13 @@ class OrmBase:
 
     def _unchanged(self, run: WorkflowRun, claim: RunClaim, now: dt.datetime) -> bool:
         """Whether an optimistic ``claim`` still describes the (locked) run: same revision,
-        nobody holding its lease, not parked, not ended."""
+        nobody holding its lease, not parked, not ended, not past its deadline."""
         return (
             run.revision == claim.revision
             and (run.lease_expires_at is None or run.lease_expires_at <= now)
             and not run.park_reason
             and run.status not in TERMINAL
+            and not past_deadline(run, now)
         )
 
     def _claim_of(

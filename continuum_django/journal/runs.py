@@ -31,6 +31,7 @@ from ..engine.journal import (
     successor_run,
     task_fields,
     task_kind,
+    timed_out_events,
 )
 from ..engine.replay import Activation, Outcome
 from ..engine.retry import error_payload
@@ -49,6 +50,7 @@ from .base import (
     WRITTEN_RUN_COLUMNS,
     OrmBase,
     activity_claim,
+    past_deadline,
     to_event,
 )
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
@@ -123,6 +125,9 @@ class RunJournal(OrmBase):
         }
         dispatch = Dispatch()
         self._offer_start(new, dispatch)
+        if new.timeout is not None and new.deadline is None:
+            with self._atomic():  # the deadline is set on the database's clock, see below
+                return self._create_with_deadline(new, key, dispatch)
         if new.idempotency_key is None:
             if self.sql.single():  # one statement inserts the run and its first event
                 return str(self._insert_run(new, dispatch).id), True, dispatch
@@ -143,6 +148,28 @@ class RunJournal(OrmBase):
                 if existing is None:
                     raise
                 return str(existing), False, Dispatch()
+        return str(run.id), True, dispatch
+
+    def _create_with_deadline(
+        self, new: NewRun, key: dict[str, Any], dispatch: Dispatch
+    ) -> tuple[str, bool, Dispatch]:
+        """`create_run` of a run with a ``timeout``: its deadline is ``timeout`` seconds
+        after the transaction's clock, as every time that decides correctness is."""
+        assert new.timeout is not None
+        if new.idempotency_key is not None:
+            existing = self._runs().filter(**key).values_list("id", flat=True).first()
+            if existing is not None:
+                return str(existing), False, Dispatch()
+        try:
+            with self._atomic():  # a savepoint: see the idempotency race in `create_run`
+                run = self._insert_run(new, dispatch)
+        except IntegrityError:
+            existing = self._runs().filter(**key).values_list("id", flat=True).first()
+            if existing is None or new.idempotency_key is None:
+                raise
+            return str(existing), False, Dispatch()
+        deadline = Now() + dt.timedelta(seconds=new.timeout)
+        self._runs().filter(pk=run.id).update(deadline=deadline)
         return str(run.id), True, dispatch
 
     @staticmethod
@@ -169,6 +196,8 @@ class RunJournal(OrmBase):
                 return None
             if run.lease_expires_at is not None and run.lease_expires_at > now:
                 return None
+            if past_deadline(run, now):
+                return None  # `time_out_runs` ends it
             timers = Timer.objects.using(self.using)
             due = list(timers.filter(run_id=run.id, fired=False, cancelled=False, fire_at__lte=now))
             if due:
@@ -196,6 +225,8 @@ class RunJournal(OrmBase):
             return None
         if run.status in TERMINAL or run.park_reason or run.due_timers:  # type: ignore[attr-defined]
             return None  # ended, parked, or timers to fire first: under a lease
+        if past_deadline(run, now):
+            return None  # `time_out_runs` ends it
         if run.lease_expires_at is not None and run.lease_expires_at > now:
             return None
         if run.next_wakeup_at is None or run.next_wakeup_at > now:
@@ -447,6 +478,7 @@ class RunJournal(OrmBase):
             f"{quote('revision')} = %s AND {quote('last_seq')} = %s"
             f" AND {quote('park_reason')} = %s AND {quote('status')} NOT IN ({live})"
             f" AND ({quote('lease_expires_at')} IS NULL OR {quote('lease_expires_at')} <= {{now}})"
+            f" AND ({quote('deadline')} IS NULL OR {quote('deadline')} > {{now}})"
         )
 
     @cached_property
@@ -503,7 +535,7 @@ class RunJournal(OrmBase):
                 if (fire_at - now).total_seconds() <= ETA_HORIZON_SECONDS:
                     dispatch.runs.append((str(run.id), fire_at))
             elif row.type == EventType.CHILD_STARTED:
-                self._insert_run(child_run(str(run.id), to_event(row)), dispatch)
+                self._insert_run(child_run(str(run.id), to_event(row)), dispatch, now)
             elif row.type == EventType.SIGNAL_RECEIVED:
                 signals = Signal.objects.using(self.using)
                 signals.filter(pk=payload["signal_id"]).update(consumed_by=row)
@@ -604,6 +636,7 @@ class RunJournal(OrmBase):
             parent_command_id=run.parent_command_id,
             chain_root_id=str(run.chain_root_id or run.id),
             state=run.published_state,
+            deadline=run.deadline,
         )
         successor = self._insert_run(new, dispatch)
         Signal.objects.using(self.using).filter(run=run, consumed_by__isnull=True).update(
@@ -647,6 +680,42 @@ class RunJournal(OrmBase):
             run.revision += 1
             self.sql.update(run, ["status", "revision", "last_seq", "updated_at"])
             self._end(run, None, None, now, dispatch)
+
+    def time_out_runs(self, limit: int) -> Dispatch:
+        dispatch = Dispatch()
+        late = self._runs().past_deadline().order_by("deadline")
+        for run_id, parent_id in list(late.values_list("id", "parent_run_id")[:limit]):
+            with self._atomic():
+                if parent_id is not None:
+                    self._lock_run(parent_id)  # parent before child: it hears the end
+                run, now = self._lock_run(run_id)
+                if (
+                    run.status in TERMINAL  # another sweep ended it first, or it finished
+                    or run.deadline is None
+                    or run.deadline > now
+                    or run.parent_run_id != parent_id  # reparented meanwhile: next sweep
+                ):
+                    continue
+                self._time_out(run, now, dispatch)
+        return dispatch
+
+    def _time_out(self, run: WorkflowRun, now: dt.datetime, dispatch: Dispatch) -> None:
+        """End the locked ``run`` at its deadline; its live children are terminated first
+        (the way `_cancel` terminates), so that the run hears them end before it does."""
+        assert run.deadline is not None
+        reason = f"the parent run {run.id} timed out"
+        for child_id in self._live_children(run):
+            child, _ = self._lock_run(child_id)
+            self._cancel(child, reason, True, now, dispatch)
+            # The child's end appended to this run through its own copy of the row.
+            run.refresh_from_db(fields=["last_seq", "revision", "next_wakeup_at"])
+        events = timed_out_events(run.deadline)
+        self._append(run, events, now)
+        run.status = RunStatus.FAILED
+        run.revision += 1
+        self.sql.update(run, ["status", "revision", "last_seq", "updated_at"])
+        dispatch.timed_out.append(str(run.id))
+        self._end(run, None, events[-1].payload["error"], now, dispatch)
 
     def park_run(self, claim: RunClaim, reason: str, detail: str) -> None:
         with self._atomic():

@@ -16,6 +16,7 @@ EXPECTED = {
     "cancellation": "cancelled",
     "interaction": "stage: checked out",
     "updates": "rejected: apple is already in the cart",
+    "deadlines": "WorkflowTimedOut: deadline",
 }
 
 

@@ -46,6 +46,7 @@ def test_the_golden_set_is_complete() -> None:
         "continue_as_new_2", "continue_as_new_3", "patched_old_history", "patched_new_history",
         "signal_with_start", "publish", "publish_chain_1", "publish_chain_2",
         "updates_replied_rejected_timed_out",
+        "run_timed_out",
     } <= names  # fmt: skip
 
 

@@ -51,6 +51,8 @@ def test_public_names_are_pinned() -> None:
         "ResultTimeout", "CancellationRequested", "ChildFailed", "ChildCancelled",
         "ChildHandle", "SignalRejected", "retry", "dead_letter", "signal_with_start", "state",
         "update", "UpdateRequest", "UpdateRejected", "UpdateTimeout",
+        "WorkflowTimedOut",
+        "InvalidTimeout",
     }  # fmt: skip
     for name in continuum_django.__all__:
         assert getattr(continuum_django, name) is not None

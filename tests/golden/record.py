@@ -87,6 +87,22 @@ def cancel(r: LocalRunner, run_id: str) -> None:
     r.dispatcher.send(r.journal.request_cancel(run_id, "golden cancel", terminate=False))
 
 
+def start_with_timeout(workflow: Any, timeout: float) -> Callable[[LocalRunner], str]:
+    def start(r: LocalRunner) -> str:
+        run_id, _, dispatch = r.journal.create_run(new_run(workflow, timeout=timeout))
+        r.dispatcher.send(dispatch)
+        return run_id
+
+    return start
+
+
+def pass_deadline(r: LocalRunner, run_id: str) -> None:
+    deadline = r.journal.runs[run_id].deadline
+    assert deadline is not None
+    r.clock.set(deadline)
+    r.dispatcher.send(r.journal.time_out_runs(10))
+
+
 def main() -> int:
     scenario(
         "activity_signal_activity",
@@ -112,6 +128,7 @@ def main() -> int:
         record(f"continue_as_new_{cycle}", runner, run_id)
         last = runner.journal.history(run_id)[-1]
         run_id = last.payload["next_run_id"] if last.type == "run_continued" else run_id
+    scenario("run_timed_out", start_with_timeout(g.late, 60), pass_deadline)
     scenario("patched_new_history", lambda r: r.start(g.patched), signal("go", None))
     current = registry.workflows[("golden.patched", 1)]
     registry.workflows[("golden.patched", 1)] = replace(current, fn=g.patched_before_the_patch)

@@ -181,3 +181,11 @@ def updates(ctx: Any) -> dict[str, Any]:
     second.reject(f"already set to {first.payload}")
     third = ctx.wait_update("set", timeout=60)
     return {"value": first.payload, "third": None if third is None else third.payload}
+
+
+@workflow(name="golden.late")
+def late(ctx: Any) -> str:
+    """Started with a timeout it cannot meet: the journal ends it at its deadline."""
+    ctx.activity(echo, "begin")
+    ctx.sleep(3600)
+    return "too late"

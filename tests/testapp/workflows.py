@@ -372,6 +372,7 @@ if VARIANT == "3":
 
 
 from . import (  # noqa: E402
+    deadlines,  # noqa: F401
     interaction,  # noqa: F401
     reliability,  # noqa: F401
     updates,  # noqa: F401
