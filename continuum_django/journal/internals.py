@@ -13,7 +13,8 @@ The assumptions, and why each is needed:
 1. Instances: ``Model.__new__`` with a fresh ``ModelState`` and the loaded columns put in
    ``__dict__`` gives the instance ``Model.from_db`` would (``__init__`` walks every
    field, several times the cost); ``Signal.has_listeners`` says when ``pre_init`` /
-   ``post_init`` must run, so that the ORM's own path is taken then; ``Field.get_default``
+   ``post_init`` must run, so that the ORM's own path is taken then (and when a signal
+   of the package's own need not be sent at all); ``Field.get_default``
    is each column's default, as ``Model.__init__`` takes it.
 2. Compiling: ``sql.Query`` and its compiler give the backend's SQL for ``Now()``;
    ``connection.ops.get_db_converters`` with ``Expression.get_db_converters`` (over
@@ -47,6 +48,7 @@ from django.db.models.base import ModelState
 from django.db.models.functions import Now
 from django.db.models.signals import post_init, pre_init
 from django.db.models.sql import Query
+from django.dispatch import Signal
 
 M = TypeVar("M", bound=Model)
 Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
@@ -72,9 +74,14 @@ def mark_stored(instance: Model, using: str) -> None:
     state.adding, state.db = False, using
 
 
+def listened(signal: Signal, sender: Any) -> bool:
+    """Whether any receiver would hear ``signal`` sent by ``sender``."""
+    return signal.has_listeners(sender)
+
+
 def init_signalled(model: type[Model]) -> bool:
     """Whether anything listens for the model's ``pre_init`` or ``post_init``."""
-    return pre_init.has_listeners(model) or post_init.has_listeners(model)
+    return listened(pre_init, model) or listened(post_init, model)
 
 
 def default(field: Field[Any, Any]) -> Callable[[], Any]:
