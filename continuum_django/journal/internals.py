@@ -81,7 +81,7 @@ def listened(signal: Signal, sender: Any) -> bool:
 
 def init_signalled(model: type[Model]) -> bool:
     """Whether anything listens for the model's ``pre_init`` or ``post_init``."""
-    return listened(pre_init, model) or listened(post_init, model)
+    return pre_init.has_listeners(model) or post_init.has_listeners(model)
 
 
 def default(field: Field[Any, Any]) -> Callable[[], Any]:

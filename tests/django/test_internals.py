@@ -4,9 +4,12 @@ pinned: a Django upgrade that changes one fails the test named for it."""
 from __future__ import annotations
 
 import datetime as dt
+import tomllib
 import uuid
+from pathlib import Path
 from typing import Any
 
+import django
 import psycopg
 import pytest
 from django.db import DatabaseError, DataError, connection, connections, transaction
@@ -296,3 +299,15 @@ def test_atomic_blocks_are_counted_as_the_connection_holds_them() -> None:
         with transaction.atomic():
             assert not internals.outermost_atomic(connection)
     assert not internals.in_atomic_block(connection)
+
+
+def test_the_django_under_test_is_one_the_package_claims() -> None:
+    """The classifiers name only the Django releases these tests passed on: a new one
+    fails here until its classifier is added, after this file has passed on it."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    claimed = tomllib.loads(pyproject.read_text())["project"]["classifiers"]
+    running = "Framework :: Django :: {}.{}".format(*django.VERSION[:2])
+    assert running in claimed, (
+        f"tested with Django {django.get_version()}, which pyproject.toml does not claim: "
+        "once tests/django/test_internals.py passes on it, add the classifier"
+    )
