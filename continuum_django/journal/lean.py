@@ -7,7 +7,8 @@ value preparation (``pre_save``, ``get_db_prep_save``) and result conversion (th
 and the field's converters) from the models' own metadata, so they send what the ORM would
 send for the same row and hand back the same model instances; they only skip rebuilding
 the SQL text. On Postgres, `Statements.transaction` also pipelines a step's statements.
-Everything off the step path keeps using QuerySets.
+Everything off the step path keeps using QuerySets. What this needs of Django beyond its
+documented API goes through `internals`, where each assumption is listed and pinned.
 """
 
 from __future__ import annotations
