@@ -37,6 +37,7 @@ from .engine.exceptions import (
 from .engine.journal import NewRun
 from .engine.local import new_run
 from .engine.updates import UPDATE_PREFIX
+from .journal import internals
 from .journal.base import RUN_ENDED
 from .journal.lean import statements
 from .models import TERMINAL, RunStatus, Signal, WorkflowRun
@@ -431,7 +432,7 @@ def _end_listener() -> Iterator[Callable[[str, float | None], None]]:
     have ended: woken by Postgres NOTIFY (`end_notice`, naming the chain) when possible, by
     a short, growing sleep otherwise. Either way the caller reads the run to know."""
     connection = connections[app_settings().DATABASE]
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if connection.vendor != "postgresql" or internals.in_atomic_block(connection):
         delays = iter([0.005, 0.01, 0.02, 0.03, 0.04])
 
         def poll(chain: str, left: float | None) -> None:
@@ -442,7 +443,7 @@ def _end_listener() -> Iterator[Callable[[str, float | None], None]]:
         return
     with connection.cursor() as cursor:
         cursor.execute(f"LISTEN {RUN_ENDED}")
-    raw = connection.connection
+    raw = internals.raw(connection)
 
     def listen(chain: str, left: float | None) -> None:
         # Bounded, so that a notification missed for any reason costs at most a second.

@@ -19,6 +19,7 @@ from .engine.events import EventType
 from .engine.journal import ActivityClaim, RunClaim, RunStatus
 from .engine.observe import Observer
 from .engine.replay import Activation, Outcome
+from .journal import internals
 from .models import ActivityTask, Timer, WorkflowRun
 from .models import Signal as MailboxSignal
 
@@ -62,7 +63,7 @@ def _send(signal: Signal, sender: Any, **kwargs: Any) -> None:
 def after_commit(using: str, signal: Signal, sender: Any, **kwargs: Any) -> None:
     """Send ``signal`` once the current transaction on ``using`` commits (at once outside
     one); nothing when no receiver listens, so an unobserved start costs nothing."""
-    if signal.has_listeners(sender):
+    if internals.listened(signal, sender):
         transaction.on_commit(lambda: _send(signal, sender, **kwargs), using=using)
 
 
@@ -70,7 +71,7 @@ class SignalObserver(Observer):
     """Turns the runtime's hooks into the Django signals above."""
 
     def advanced(self, claim: RunClaim, activation: Activation) -> None:
-        if not any(signal.has_listeners(sender) for signal, sender in _ON_ADVANCE):
+        if not any(internals.listened(signal, sender) for signal, sender in _ON_ADVANCE):
             return  # nothing listens: this runs on every step, so do no more
         run_id, workflow = claim.run_id, claim.workflow_name
         for event in activation.events:

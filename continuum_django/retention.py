@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Now
 
 from .conf import Retention, app_settings
+from .journal import internals
 from .models import (
     TERMINAL,
     ActivityTask,
@@ -232,7 +233,7 @@ def _delete_where(using: str, model: type[Any], column: str, run_ids: list[Any])
     """``DELETE ... WHERE column IN (...)`` in chunks. Raw SQL: Django's ``delete()`` would
     first load every event into memory, because signals point at events (SET_NULL)."""
     connection = connections[using]
-    quote = connection.ops.quote_name
+    quote = internals.quoter(connection)
     prep = WorkflowRun._meta.pk.get_db_prep_value
     deleted = 0
     with connection.cursor() as cursor:

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from django.db import connections
+from django.db import transaction
 from django.db.models import Q
 from django.db.models.fields.json import KeyTextTransform
 
@@ -55,7 +55,7 @@ def update(
     check_text(request_id, "request_id", max_length=_max_length(Signal, "dedupe_key"))
     seconds = to_seconds(timeout, what="update timeout")
     using = app_settings().DATABASE
-    if connections[using].in_atomic_block:
+    if not transaction.get_autocommit(using=using):
         raise ContinuumError(
             f"update {name!r} was called inside a transaction: the request would only reach "
             "the run when the transaction commits, so its reply could never arrive in time. "

@@ -26,6 +26,7 @@ from ..engine.journal import (
     timeout_error,
 )
 from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
+from . import internals
 from .base import LEASED_TASK_FIELDS, activity_claim, past_deadline, to_event
 from .lean import AttemptLost, Guarded, Pending
 from .runs import FINAL, RunJournal
@@ -242,7 +243,7 @@ class ActivityJournal(RunJournal):
     @cached_property
     def _attempt_guard(self) -> str:
         """`_attempt_write`'s guard: the attempt still holds the task's lease, in time."""
-        quote = connections[self.using].ops.quote_name
+        quote = internals.quoter(connections[self.using])
         return (
             f"{quote('status')} = %s AND {quote('lease_token')} = %s"
             f" AND {quote('lease_expires_at')} > {{now}}"

@@ -25,6 +25,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
+from . import internals
 from .lean import statements
 
 EVENT_COLUMNS = ["seq", "type", "command_id", "payload", "created_at"]
@@ -183,7 +184,7 @@ class OrmBase:
 
     @cached_property
     def _unread_sql(self) -> str:
-        quote = connections[self.using].ops.quote_name
+        quote = internals.quoter(connections[self.using])
         return (
             f"SELECT 1 FROM {quote(Signal._meta.db_table)} s WHERE s.{quote('run_id')} = "
             f"{{table}}.{quote('id')} AND s.{quote('consumed_by_id')} IS NULL"
@@ -191,7 +192,7 @@ class OrmBase:
 
     @cached_property
     def _due_timers_sql(self) -> str:
-        quote = connections[self.using].ops.quote_name
+        quote = internals.quoter(connections[self.using])
         return (
             f"SELECT 1 FROM {quote(Timer._meta.db_table)} t WHERE t.{quote('run_id')} = "
             f"{{table}}.{quote('id')} AND NOT t.{quote('fired')} AND NOT t.{quote('cancelled')}"
@@ -261,7 +262,7 @@ class OrmBase:
         With ``notice``, the same statement announces the end on Postgres (NOTIFY
         `RUN_ENDED`, heard once the transaction commits)."""
         connection = connections[self.using]
-        quote = connection.ops.quote_name
+        quote = internals.quoter(connection)
         run_id = self.sql.prep(WorkflowRun, "pk", run.id)
         tasks, timers = quote(ActivityTask._meta.db_table), quote(Timer._meta.db_table)
         runs = quote(WorkflowRun._meta.db_table)

@@ -7,7 +7,8 @@ value preparation (``pre_save``, ``get_db_prep_save``) and result conversion (th
 and the field's converters) from the models' own metadata, so they send what the ORM would
 send for the same row and hand back the same model instances; they only skip rebuilding
 the SQL text. On Postgres, `Statements.transaction` also pipelines a step's statements.
-Everything off the step path keeps using QuerySets.
+Everything off the step path keeps using QuerySets. What this needs of Django beyond its
+documented API goes through `internals`, where each assumption is listed and pinned.
 """
 
 from __future__ import annotations
@@ -18,27 +19,21 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.db import DataError, connections
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Expression, Field, Model
-from django.db.models.base import ModelState
 from django.db.models.functions import Now
-from django.db.models.signals import post_init, pre_init
-from django.db.models.sql import Query
 from django.db.transaction import atomic
 
 from ..conf import app_settings
+from . import internals
+from .internals import Converter, column_name
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 M = TypeVar("M", bound=Model)
-Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
-
-
-def _name(field: Field[Any, Any]) -> str:
-    """The column of a concrete field."""
-    return field.column or field.attname
 
 
 def _to_bool(value: Any, expression: Any, connection: Any) -> bool:
@@ -65,18 +60,12 @@ def _writes(model: type[Model], on_clock: tuple[str, ...]) -> list[tuple[Field[A
     """The fields an INSERT of ``model`` sends (all but an auto key and those on the clock),
     each with whether its value is computed on save (``pre_save`` overridden, as for
     ``auto_now``) rather than read from the instance."""
-    meta = model._meta
-    auto_pk = meta.pk if meta.auto_field is meta.pk else None
+    auto_pk = internals.auto_key(model)
     return [
         (field, type(field).pre_save is not Field.pre_save)
-        for field in meta.concrete_fields
+        for field in model._meta.concrete_fields
         if field is not auto_pk and field.attname not in on_clock
     ]
-
-
-def _signalled(model: type[Model]) -> bool:
-    """Whether anything listens for the model's ``pre_init`` or ``post_init``."""
-    return pre_init.has_listeners(model) or post_init.has_listeners(model)
 
 
 def _loaded(model: type[M], using: str, attnames: Sequence[str], values: Sequence[Any]) -> M:
@@ -88,27 +77,16 @@ def _loaded(model: type[M], using: str, attnames: Sequence[str], values: Sequenc
     directly, at a fraction of the cost. Only when nothing listens for the model's
     ``pre_init`` / ``post_init``: otherwise the ORM's own path runs, and they hear of it.
     """
-    if _signalled(model):
+    if internals.init_signalled(model):
         return model.from_db(using, attnames, values)
-    return _built(model, zip(attnames, values, strict=True), db=using)
-
-
-def _built(model: type[M], columns: Iterable[tuple[str, Any]], db: str | None) -> M:
-    """An instance holding ``columns`` (attname, value) and nothing else: stored on ``db``,
-    or a new one (adding, on no database yet) when ``db`` is None."""
-    instance = model.__new__(model)
-    state = instance._state = ModelState()
-    if db is not None:
-        state.adding, state.db = False, db
-    instance.__dict__.update(columns)
-    return instance
+    return internals.built(model, zip(attnames, values, strict=True), db=using)
 
 
 @cache
 def _columns(model: type[Model]) -> tuple[frozenset[str], list[tuple[str, Callable[[], Any]]]]:
     """A model's concrete columns by attname, and each column's default, in column order."""
     fields = model._meta.concrete_fields
-    return frozenset(f.attname for f in fields), [(f.attname, f.get_default) for f in fields]
+    return frozenset(f.attname for f in fields), [(f.attname, internals.default(f)) for f in fields]
 
 
 class _Select:
@@ -206,8 +184,8 @@ class Statements:
         """This thread's idle cursors on ``connection`` as it is now: a new (empty) list when
         it reconnected or started or stopped logging queries since they were made."""
         local = self._local
-        key = (connection.connection, connection.queries_logged)
-        if getattr(local, "key", None) != key or connection.connection is None:
+        key = internals.cursor_state(connection)
+        if getattr(local, "key", None) != key or key[0] is None:
             local.key, local.cursors, local.raw_cursor, local.step_cursor = key, [], None, None
         cursors: list[Any] = local.cursors
         return cursors
@@ -226,9 +204,8 @@ class Statements:
         return cursor
 
     def _release(self, cursor: Any) -> None:
-        connection = cursor.db  # this thread's: idle cursors never leave it
-        logs = isinstance(cursor, CursorDebugWrapper)
-        if cursor.cursor.connection is connection.connection and logs == connection.queries_logged:
+        connection, raw, logs = internals.cursor_made(cursor)  # this thread's connection
+        if (raw, logs) == internals.cursor_state(connection):
             self._cursors(connection).append(cursor)
         else:
             cursor.close()
@@ -268,19 +245,11 @@ class Statements:
     # -- compiling -----------------------------------------------------------
 
     def _converters(self, expression: Expression) -> list[Converter]:
-        connection = self.connection
-        return [
-            *connection.ops.get_db_converters(expression),
-            *expression.get_db_converters(connection),
-        ]
+        return internals.converters(self.connection, expression)
 
     def _now(self, model: type[Model]) -> tuple[str, Expression]:
         """The SQL of ``Now()`` on this backend, and the resolved expression (for converters)."""
-        query = Query(model)
-        now = Now().resolve_expression(query)
-        sql, params = query.get_compiler(self.using).compile(now)
-        assert not params, "Now() compiles without parameters"
-        return sql, now
+        return internals.now(model, self.using)
 
     def _clock(self, model: type[Model]) -> tuple[str, tuple[list[Converter], Any]]:
         """The SQL that reads the database's clock, and how to convert what it returns.
@@ -291,12 +260,12 @@ class Statements:
         """
         now_sql, now_expression = self._now(model)
         connection = self.connection
-        if connection.vendor == "postgresql" and connection.timezone is dt.UTC:
+        if connection.vendor == "postgresql" and internals.reads_utc(connection):
             return f"(EXTRACT(EPOCH FROM {now_sql}) * 1000000)::bigint", ([_from_micros], None)
         return now_sql, (self._converters(now_expression), now_expression)
 
     def _column(self, field: Field[Any, Any]) -> str:
-        return self.connection.ops.quote_name(_name(field))
+        return internals.quoter(self.connection)(column_name(field))
 
     def _select(
         self,
@@ -314,12 +283,12 @@ class Statements:
         if compiled is not None:
             return compiled
         meta = model._meta
-        table = self.connection.ops.quote_name(meta.db_table)
+        table = internals.quoter(self.connection)(meta.db_table)
         fields = [self._concrete(model, name) for name in attnames]
         parts = [f"{table}.{self._column(field)}" for field in fields]
         columns: list[tuple[list[Converter], Any]] = []
         for field in fields:
-            column = field.get_col(meta.db_table)
+            column = internals.column(field, meta.db_table)
             columns.append((self._converters(column), column))
         now_sql = self._now(model)[0]
         if now:
@@ -335,7 +304,7 @@ class Statements:
         sql = f"SELECT {', '.join(parts)} FROM {table} WHERE {clauses}"
         if order_by:
             sql += f" ORDER BY {table}.{self._column(self._concrete(model, order_by))}"
-        if lock and self.connection.features.has_select_for_update:
+        if lock and internals.locks_rows(self.connection):
             sql += " FOR UPDATE"
         compiled = _Select(sql, columns)
         self._cache[key] = compiled
@@ -371,10 +340,10 @@ class Statements:
         if not attnames.issuperset(values):
             unknown = sorted(set(values) - attnames)
             raise LookupError(f"{model.__name__} has no column {unknown[0]!r}")
-        if _signalled(model):
+        if internals.init_signalled(model):
             return model(**values)
         row = ((name, values[name] if name in values else default()) for name, default in defaults)
-        return _built(model, row, db=None)
+        return internals.built(model, row, db=None)
 
     def prep(
         self,
@@ -385,7 +354,7 @@ class Statements:
     ) -> Any:
         """A lookup value as the column stores it (on SQLite a UUID is 32 hex digits)."""
         field = self._concrete(model, attname)
-        target = getattr(field, "target_field", field)  # a foreign key compares as its target
+        target = internals.compared_as(field)
         return target.get_db_prep_value(value, connection or self.connection)
 
     # -- running -------------------------------------------------------------
@@ -412,14 +381,14 @@ class Statements:
             if not self._pipelines(connection):
                 yield
                 return
-            raw = connection.connection
+            raw = internals.raw(connection)
             raw.autocommit = True  # at the wire; Django's atomic block is unaware
             later: list[Callable[[], None]] = []
             self._local.later = later
             try:
                 # Errors found when the pipeline syncs come as Django's, as they would from
                 # a cursor (an IntegrityError is django.db.IntegrityError).
-                with connection.wrap_database_errors, raw.pipeline():
+                with internals.database_errors(connection), raw.pipeline():
                     command = self._raw_cursor(connection)
                     command.execute("BEGIN")
                     yield
@@ -438,20 +407,20 @@ class Statements:
         idle cursors when the connection changes (`_cursors` forgets both)."""
         self._cursors(connection)
         if self._local.raw_cursor is None:
-            self._local.raw_cursor = connection.connection.cursor()
+            self._local.raw_cursor = internals.raw(connection).cursor()
         return self._local.raw_cursor
 
     @staticmethod
     def _pipelines(connection: BaseDatabaseWrapper) -> bool:
         """Whether `transaction` pipelines on this connection (it must hold no transaction
         yet: the atomic block it opened is the outermost one)."""
-        if connection.vendor != "postgresql" or len(connection.atomic_blocks) != 1:
+        if connection.vendor != "postgresql" or not internals.outermost_atomic(connection):
             return False
         if not app_settings().PIPELINE:
             return False
         import psycopg
 
-        return isinstance(connection.connection, psycopg.Connection) and bool(
+        return isinstance(internals.raw(connection), psycopg.Connection) and bool(
             psycopg.Pipeline.is_supported()
         )
 
@@ -559,7 +528,7 @@ class Statements:
         connection = self.connection
         return (
             connection.vendor == "postgresql"
-            and not connection.in_atomic_block
+            and not internals.in_atomic_block(connection)
             and app_settings().PIPELINE
         )
 
@@ -628,9 +597,9 @@ class Statements:
         if statements is None:
             sql = self._compose(parts, attempt is not None, keys, announce is not None)
             statements = self._cache[cached] = (sql, self._numbered(sql))
-        connection.ensure_connection()
+        internals.ensure_connection(connection)
         # Where Django logs queries it renders them from ``%s``: the usual cursor then.
-        logged = connection.queries_logged
+        logged = internals.cursor_state(connection)[1]
         cursor = self._cursor(connection) if logged else self._step_cursor(connection)
         try:
             cursor.execute(statements[0] if logged else statements[1], params)
@@ -656,8 +625,7 @@ class Statements:
         offset = clock - STATEMENT_CLOCK
         for insert in inserts:
             for instance in insert.instances:
-                instance._state.adding = False
-                instance._state.db = self.using
+                internals.mark_stored(instance, self.using)
                 for name in insert.shifted:
                     value = instance.__dict__[name]
                     if value is not None:
@@ -704,8 +672,8 @@ class Statements:
         local = self._local
         self._cursors(connection)  # forgets the cursor when the connection changed
         if local.step_cursor is None:
-            raw = psycopg.RawCursor(connection.connection)
-            local.step_cursor = connection.make_cursor(raw)  # type: ignore[arg-type]
+            raw = psycopg.RawCursor(internals.raw(connection))
+            local.step_cursor = internals.wrap_cursor(connection, raw)
         return local.step_cursor
 
     def _insert_select(
@@ -717,15 +685,15 @@ class Statements:
         instances = insert.instances
         model = type(instances[0])
         meta = model._meta
-        auto_pk = meta.pk if meta.auto_field is meta.pk else None
+        auto_pk = internals.auto_key(model)
         returning = insert.returning and auto_pk is not None
         key = ("insert-select", model, len(instances), insert.shifted, returning, name, gate)
         compiled = self._cache.get(key)
         if compiled is None:
-            quote = connection.ops.quote_name
+            quote = internals.quoter(connection)
             now_sql = self._now(model)[0]
             fields = [field for field, _ in _writes(model, ())]
-            row = ", ".join(f"%s::{f.cast_db_type(connection)}" for f in fields)
+            row = ", ".join(f"%s::{internals.cast_type(f, connection)}" for f in fields)
             aliases = [f"c{i}" for i in range(len(fields))]
             chosen = ", ".join(
                 f"{now_sql} + (v.{alias} - TIMESTAMPTZ 'epoch')"
@@ -735,11 +703,11 @@ class Statements:
             )
             sql = (
                 f"{name} AS (INSERT INTO {quote(meta.db_table)}"
-                f" ({', '.join(quote(_name(f)) for f in fields)})"
+                f" ({', '.join(quote(column_name(f)) for f in fields)})"
                 f" SELECT {chosen} FROM (VALUES {', '.join(f'({row})' for _ in instances)})"
                 f" AS v ({', '.join(aliases)}) WHERE EXISTS (SELECT 1 FROM {gate})"
             )
-            column = quote(_name(auto_pk)) if returning and auto_pk is not None else ""
+            column = quote(column_name(auto_pk)) if returning and auto_pk is not None else ""
             if column:
                 sql += f" RETURNING {column}"
             compiled = self._cache[key] = (sql + ")", column)
@@ -763,28 +731,30 @@ class Statements:
         key = ("update", model, tuple(attnames), guard, on_clock, tuple(returned))
         compiled = self._cache.get(key)
         if compiled is None:
-            quote = connection.ops.quote_name
+            quote = internals.quoter(connection)
             table = model._meta.db_table
             now_sql = self._now(model)[0]
             fields = [self._concrete(model, name) for name in attnames]
             assignments = ", ".join(
-                f"{quote(_name(field))} = {now_sql if field.attname in on_clock else '%s'}"
+                f"{quote(column_name(field))} = {now_sql if field.attname in on_clock else '%s'}"
                 for field in fields
             )
             sql = (
                 f"UPDATE {quote(table)} SET {assignments} "
-                f"WHERE {quote(_name(self._concrete(model, 'pk')))} = %s"
+                f"WHERE {quote(column_name(self._concrete(model, 'pk')))} = %s"
             )
             if guard:
                 sql += f" AND {guard.format(now=now_sql)}"
             columns: list[tuple[list[Converter], Any]] = []
             if returned:
                 for name in returned:
-                    column = self._concrete(model, name).get_col(table)
+                    column = internals.column(self._concrete(model, name), table)
                     columns.append((self._converters(column), column))
                 clock_sql, clock = self._clock(model)
                 columns.append(clock)
-                back = ", ".join(quote(_name(self._concrete(model, name))) for name in returned)
+                back = ", ".join(
+                    quote(column_name(self._concrete(model, name))) for name in returned
+                )
                 sql += f" RETURNING {back}, {clock_sql}"
             writes = [field for field in fields if field.attname not in on_clock]
             compiled = self._cache[key] = (sql, writes, _Select(sql, columns))
@@ -818,14 +788,12 @@ class Statements:
             if then is not None:
                 then()
             return
-        meta = type(instances[0])._meta
-        auto_pk = meta.pk if meta.auto_field is meta.pk and returning else None
+        auto_pk = internals.auto_key(type(instances[0])) if returning else None
         connection = self.connection
         sql, params = self._insert(instances, auto_pk is not None)
         cursor = self._send(connection, sql, params)
         for instance in instances:
-            instance._state.adding = False
-            instance._state.db = self.using
+            internals.mark_stored(instance, self.using)
 
         def keys() -> None:
             try:
@@ -862,15 +830,14 @@ class Statements:
             cursor.execute(f"WITH {ctes} {parts[-1]}" if ctes else parts[-1], params)
         for group in groups:
             for instance in group:
-                instance._state.adding = False
-                instance._state.db = self.using
+                internals.mark_stored(instance, self.using)
 
     def _insert(self, instances: Sequence[Model], returning: bool) -> tuple[str, list[Any]]:
         """`insert`'s statement (``RETURNING`` the auto key, if ``returning`` and there is
         one) and its parameters."""
         model = type(instances[0])
         meta = model._meta
-        auto_pk = meta.pk if meta.auto_field is meta.pk else None
+        auto_pk = internals.auto_key(model)
         fields = [f for f in meta.concrete_fields if f is not auto_pk]
         connection = self.connection
         first = instances[0]
@@ -879,16 +846,16 @@ class Statements:
         key = ("insert", model, on_clock, len(instances), returning)
         compiled = self._cache.get(key)
         if compiled is None:
-            quote = connection.ops.quote_name
+            quote = internals.quoter(connection)
             now_sql = self._now(model)[0]
             row = ", ".join(now_sql if f.attname in on_clock else "%s" for f in fields)
-            names = ", ".join(quote(_name(f)) for f in fields)
+            names = ", ".join(quote(column_name(f)) for f in fields)
             sql = (
                 f"INSERT INTO {quote(meta.db_table)} ({names}) "
                 f"VALUES {', '.join(f'({row})' for _ in instances)}"
             )
             if returning and auto_pk is not None:
-                sql += f" RETURNING {quote(_name(auto_pk))}"
+                sql += f" RETURNING {quote(column_name(auto_pk))}"
             compiled = self._cache[key] = sql
         return compiled, self._values(instances, on_clock, connection)
 

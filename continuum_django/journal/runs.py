@@ -44,6 +44,7 @@ from ..models import (
     WorkflowEvent,
     WorkflowRun,
 )
+from . import internals
 from .base import (
     LEASE_FIELDS,
     RUN_ENDED,
@@ -426,7 +427,7 @@ class RunJournal(OrmBase):
         notice = _notice(_CHAIN, claim.run_id)
         head = '{"chain":"'
         assert notice.startswith(head + _CHAIN)
-        chain = connections[self.using].ops.quote_name("chain_root_id")
+        chain = internals.quoter(connections[self.using])("chain_root_id")
         sql = f"pg_notify(%s, %s || COALESCE(step_run.{chain}::text, 'None') || %s) IS NULL"
         return sql, [RUN_ENDED, head, notice[len(head) + len(_CHAIN) :]]
 
@@ -472,7 +473,7 @@ class RunJournal(OrmBase):
     @cached_property
     def _run_guard(self) -> str:
         """`_run_write`'s guard: the run is as the activation found it, live and unleased."""
-        quote = connections[self.using].ops.quote_name
+        quote = internals.quoter(connections[self.using])
         live = ", ".join(["%s"] * len(TERMINAL))
         return (
             f"{quote('revision')} = %s AND {quote('last_seq')} = %s"
@@ -485,7 +486,7 @@ class RunJournal(OrmBase):
     def _first_run_guard(self) -> str:
         """`_run_guard` for a run's first advance (see `_first`): its stored ``run_started``
         payload also equals the one the activation replayed (jsonb equality)."""
-        quote = connections[self.using].ops.quote_name
+        quote = internals.quoter(connections[self.using])
         runs, events = quote(WorkflowRun._meta.db_table), quote(WorkflowEvent._meta.db_table)
         return (
             f"{self._run_guard} AND EXISTS (SELECT 1 FROM {events} e WHERE"
