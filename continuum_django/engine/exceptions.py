@@ -110,6 +110,11 @@ def mailbox_full(run_id: str, name: str, limit: int) -> SignalRejected:
     )
 
 
+class TransactionalActivityError(ContinuumError):
+    """A transactional activity cannot run in the journal's transaction: it writes to
+    another database than the journal's."""
+
+
 class WorkflowUsageError(ContinuumError):
     """Workflow code used the engine in a way that cannot be replayed."""
 
