@@ -212,3 +212,28 @@ def check_workflow_modules(app_configs: Any = None, **kwargs: Any) -> list[check
             )
         )
     return messages
+
+
+@checks.register("continuum")
+def check_transactional_activities(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """continuum.E030: a transactional activity that writes to another database than the
+    journal's, where its writes could not commit together with its result."""
+    journal = app_settings().DATABASE
+    messages: list[checks.CheckMessage] = []
+    for name, definition in sorted(registry.activities.items()):
+        if not definition.transactional or definition.using in (None, journal):
+            continue
+        messages.append(
+            checks.Error(
+                f"activity {name!r} is transactional on database {definition.using!r}, but the "
+                f"journal is on {journal!r}: its writes cannot commit in the transaction that "
+                "journals its result, so every attempt of it fails.",
+                hint="write to the journal's database (CONTINUUM['DATABASE']), or make it an "
+                "ordinary activity that uses its idempotency key",
+                obj=f"{definition.fn.__module__}.{definition.fn.__qualname__}",
+                id="continuum.E030",
+            )
+        )
+    return messages

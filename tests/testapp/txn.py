@@ -10,6 +10,7 @@ from continuum_django import ActivityFailed, RetryPolicy, activity, workflow
 
 from .models import LedgerEntry
 
+# Retries wait a minute: tests make them due in the database rather than race the clock.
 # How many times each order's body has started in this process (kept outside the database,
 # so a rolled-back try still counts).
 tries: dict[str, int] = {}
@@ -18,7 +19,7 @@ tries: dict[str, int] = {}
 @activity(
     name="tests.txn.book",
     transactional=True,
-    retry=RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=0.0),
+    retry=RetryPolicy(max_attempts=2, initial_interval=60.0, jitter=0.0),
 )
 def book(
     order: str, amount: int, fail: bool = False, conflicts: int = 0, hold: int | None = None
@@ -42,9 +43,12 @@ def book(
 
 
 @workflow(name="tests.txn.booking")
-def booking(ctx: Any, order: str, amount: int, **options: Any) -> dict[str, Any]:
+def booking(
+    ctx: Any, order: str, amount: int, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Book ``amount`` for ``order`` (``options``: `book`'s keyword arguments)."""
     try:
-        count = ctx.activity(book, order, amount, **options)
+        count = ctx.activity(book, order, amount, **(options or {}))
     except ActivityFailed as exc:
         return {"failed": str(exc)}
     return {"count": count}
@@ -53,7 +57,7 @@ def booking(ctx: Any, order: str, amount: int, **options: Any) -> dict[str, Any]
 @activity(
     name="tests.txn.count",
     transactional=True,
-    retry=RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=0.0),
+    retry=RetryPolicy(max_attempts=2, initial_interval=60.0, jitter=0.0),
 )
 def count(key: str, fail: bool = False) -> int:
     """No database of its own: the journal contract's transactional body."""

@@ -1,0 +1,139 @@
+"""Transactional activities on real Postgres: the body's rows and the journaled result commit
+together or not at all; aborted transactions are tried again; another database is refused."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.test.utils import override_settings
+
+from continuum_django import TransactionalActivityError, activity, workflow
+from continuum_django.engine.definitions import registry
+from continuum_django.engine.journal import ActivityClaim
+from continuum_django.journal.activities import TRANSACTION_TRIES
+from continuum_django.models import ActivityTask
+from tests.contract.conftest import LEASE, OrmHarness
+from tests.testapp import txn
+from tests.testapp.models import LedgerEntry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def harness() -> OrmHarness:
+    return OrmHarness()
+
+
+def order() -> str:
+    return f"o-{uuid.uuid4().hex[:8]}"
+
+
+def rows(name: str) -> int:
+    return LedgerEntry.objects.filter(order=name).count()
+
+
+def test_the_body_rows_and_the_result_commit_together(harness: OrmHarness) -> None:
+    name = order()
+    run_id = harness.start(txn.booking, name, 5)
+    harness.drain()
+    assert harness.run(run_id)["result"] == {"count": 1}  # the body saw its own row
+    assert rows(name) == 1
+    task = ActivityTask.objects.get(run_id=run_id)
+    assert (task.status, task.attempt, task.result) == ("completed", 1, 1)
+
+
+def test_a_body_that_raises_leaves_no_rows(harness: OrmHarness) -> None:
+    name = order()
+    run_id = harness.start(txn.booking, name, 5, {"fail": True})
+    harness.drain()
+    assert txn.tries[name] == 2  # both attempts of the policy wrote a row, and rolled it back
+    assert rows(name) == 0
+    assert harness.run(run_id)["result"] == {
+        "failed": f"activity 'tests.txn.book' failed after 2 attempt(s): builtins.ValueError: "
+        f"booking {name} failed after its write"
+    }
+
+
+def test_a_serialization_failure_runs_the_transaction_again(harness: OrmHarness) -> None:
+    name = order()
+    run_id = harness.start(txn.booking, name, 5, {"conflicts": 2})
+    harness.drain()
+    assert txn.tries[name] == 3
+    assert rows(name) == 1
+    assert harness.run(run_id)["result"] == {"count": 1}
+    assert ActivityTask.objects.get(run_id=run_id).attempt == 1  # within one attempt
+
+
+def test_serialization_failures_past_the_bound_fail_the_attempt(harness: OrmHarness) -> None:
+    name = order()
+    run_id = harness.start(txn.booking, name, 5, {"conflicts": TRANSACTION_TRIES})
+    harness.drain()
+    assert txn.tries[name] == TRANSACTION_TRIES + 1  # the second attempt's first try held
+    assert rows(name) == 1
+    assert harness.run(run_id)["result"] == {"count": 1}
+    task = ActivityTask.objects.get(run_id=run_id)
+    assert task.attempt == 2
+    assert "could not serialize" in task.error["message"] or "conflict" in task.error["message"]
+
+
+def test_an_attempt_that_lost_its_lease_writes_nothing(harness: OrmHarness) -> None:
+    """A zombie attempt: the sweeper timed it out and a new attempt holds the task."""
+    name = order()
+    run_id = harness.start(txn.booking, name, 5)
+    harness.runtime.advance_run(harness.sent.runs.pop())
+    task_id = harness.sent.activities.pop()
+    zombie = harness.journal.claim_activity(task_id, "worker-a", LEASE)
+    assert zombie is not None
+    harness.expire_task_leases(run_id)
+    harness.runtime.sweep()
+    harness.make_retries_due()
+    harness.sent.activities.clear()
+    assert harness.journal.claim_activity(task_id, "worker-b", LEASE) is not None
+    with pytest.raises(Exception, match="no longer holds its lease"):
+        harness.journal.finish_in_transaction(zombie, lambda: txn.book(name, 5))
+    assert name not in txn.tries and rows(name) == 0
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Any]:
+    """A transactional activity on another database, and a workflow that calls it; both
+    unregistered afterwards (manage.py check would report it in every other test)."""
+
+    @activity(name="tests.txn.elsewhere", transactional=True, using="archive")
+    def archive(note: str) -> str:
+        raise AssertionError("the body of a refused activity ran")
+
+    @workflow(name="tests.txn.archiving")
+    def archiving(ctx: Any) -> Any:
+        try:
+            return ctx.activity(archive, "x")
+        except Exception as exc:
+            return {"failed": str(exc)}
+
+    yield archiving
+    registry.activities.pop("tests.txn.elsewhere")
+    registry.workflows.pop(("tests.txn.archiving", 1))
+
+
+def test_another_database_is_refused_at_run_time(harness: OrmHarness, elsewhere: Any) -> None:
+    run_id = harness.start(elsewhere)
+    harness.drain()
+    failed = harness.run(run_id)["result"]["failed"]
+    assert "after 1 attempt(s)" in failed  # not retried: a configuration error
+    assert "TransactionalActivityError" in failed
+    assert "transactional on database 'archive', but the journal is on 'default'" in failed
+    task = ActivityTask.objects.get(run_id=run_id)
+    with pytest.raises(TransactionalActivityError, match="journal is on 'default'"):
+        harness.journal.finish_in_transaction(ActivityClaim.of(task), lambda: 1, using="archive")
+
+
+def test_another_database_is_reported_by_the_system_check(elsewhere: Any) -> None:
+    found = [m for m in checks.run_checks(tags=["continuum"]) if m.id == "continuum.E030"]
+    assert [m.obj for m in found] == [f"{__name__}.elsewhere.<locals>.archive"]
+    assert "transactional on database 'archive'" in found[0].msg
+    with override_settings(CONTINUUM={"DATABASE": "archive"}):
+        assert not [m for m in checks.run_checks(tags=["continuum"]) if m.id == "continuum.E030"]
