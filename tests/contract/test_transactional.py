@@ -35,7 +35,8 @@ def test_a_body_that_raises_is_retried_then_fails(harness: Harness) -> None:
     harness.drain()
     assert txn.tries[k] == 2  # the policy's two attempts
     assert harness.run(run_id)["result"] == {
-        "failed": f"activity 'tests.txn.count' failed after 2 attempt(s): builtins.ValueError: {k} failed"
+        "failed": "activity 'tests.txn.count' failed after 2 attempt(s): "
+        f"builtins.ValueError: {k} failed"
     }
 
 

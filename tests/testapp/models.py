@@ -9,3 +9,6 @@ class LedgerEntry(models.Model):
 
     order = models.CharField(max_length=100)
     amount = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.order}: {self.amount}"
