@@ -44,6 +44,7 @@ def test_the_golden_set_is_complete() -> None:
         "failure_handled", "side_effects", "saga_success", "saga_failing_compensation",
         "saga_parallel", "child_fan_out", "cancellation_cascade", "continue_as_new_1",
         "continue_as_new_2", "continue_as_new_3", "patched_old_history", "patched_new_history",
+        "transactional_activity",
     } <= names  # fmt: skip
 
 

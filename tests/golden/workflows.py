@@ -145,3 +145,25 @@ def cancel_while_waiting(ctx: Any) -> str:
         ctx.compensate()
         raise
     return "signalled"
+
+
+@activity(
+    name="golden.ledger_write",
+    transactional=True,
+    retry=RetryPolicy(max_attempts=2, initial_interval=1, jitter=0),
+)
+def ledger_write(amount: int) -> int:
+    if amount < 0:
+        raise ValueError(f"cannot book {amount}")
+    return amount * 2
+
+
+@workflow(name="golden.transactional")
+def transactional(ctx: Any) -> dict[str, Any]:
+    """A transactional activity that completes, then one that fails after its retry."""
+    booked = ctx.activity(ledger_write, 21)
+    try:
+        ctx.activity(ledger_write, -1)
+    except ActivityFailed as exc:
+        return {"booked": booked, "refused": str(exc)}
+    return {"booked": booked}
