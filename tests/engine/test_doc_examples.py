@@ -14,6 +14,7 @@ EXPECTED = {
     "children": "'failed': [\"nobody:",
     "long_running": "example finished",
     "cancellation": "cancelled",
+    "transactional": "ledger: [('o-1', 4200)]",
 }
 
 
