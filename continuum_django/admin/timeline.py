@@ -106,7 +106,8 @@ def _start_type(kind: str) -> EventType:
 
 def _label(event_type: str, command_id: str, payload: dict[str, object]) -> str:
     if "activity" in payload:
-        return str(payload["activity"]).rsplit(".", 1)[-1]  # the full name is in the history
+        name = str(payload["activity"]).rsplit(".", 1)[-1]  # the full name is in the history
+        return f"{name} (transactional)" if payload.get("transactional") else name
     if "signal" in payload:
         return f"signal {payload['signal']} (timeout)"
     if event_type == EventType.TIMER_SCHEDULED:

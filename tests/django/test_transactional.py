@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.core import checks
 from django.test.utils import override_settings
+from django.urls import reverse
 
 from continuum_django import TransactionalActivityError, activity, workflow
 from continuum_django.engine.definitions import registry
@@ -44,6 +45,16 @@ def test_the_body_rows_and_the_result_commit_together(harness: OrmHarness) -> No
     assert rows(name) == 1
     task = ActivityTask.objects.get(run_id=run_id)
     assert (task.status, task.attempt, task.result) == ("completed", 1, 1)
+
+
+def test_the_admin_marks_a_transactional_activity(harness: OrmHarness, admin_client: Any) -> None:
+    run_id = harness.start(txn.booking, order(), 5)
+    harness.drain()
+    html = admin_client.get(reverse("admin:continuum_workflowrun_change", args=[run_id]))
+    text = html.content.decode()
+    assert 'class="cn-badge"' in text and ">transactional</span>" in text  # the task's row
+    assert "book (transactional)" in text  # its bar in the timeline
+    assert "&quot;transactional&quot;: true" in text  # the scheduled event's payload
 
 
 def test_a_body_that_raises_leaves_no_rows(harness: OrmHarness) -> None:
