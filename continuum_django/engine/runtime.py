@@ -87,9 +87,14 @@ class ActivityContext:
         self.run_id = claim.run_id
         self.activity_name = claim.activity
         self.idempotency_key = claim.idempotency_key
+        # Set while a transactional body runs: its row locks hold the attempt, not renewals.
+        self.in_transaction = False
 
     def heartbeat(self, details: Any = None) -> None:
-        """Report progress; extends the lease and resets the heartbeat timeout."""
+        """Report progress; extends the lease and resets the heartbeat timeout. Does nothing
+        in a transactional activity (its uncommitted transaction would hide it anyway)."""
+        if self.in_transaction:
+            return
         encoded = codec.encode(
             details,
             what="heartbeat details",
@@ -524,6 +529,8 @@ class Runtime:
         """Run a transactional attempt's body inside the transaction that journals its
         completion. When it raises, its writes are rolled back and the failure is journaled
         in a transaction of its own, the retry policy applying as usual."""
+
+        context.in_transaction = True
 
         def body() -> Any:
             value = self._call(definition, claim, context)
