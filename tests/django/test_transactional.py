@@ -3,12 +3,14 @@ together or not at all; aborted transactions are tried again; another database i
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core import checks
+from django.db import connection, connections, transaction
 from django.test.utils import override_settings
 from django.urls import reverse
 
@@ -18,6 +20,7 @@ from continuum_django.engine.journal import ActivityClaim
 from continuum_django.journal.activities import TRANSACTION_TRIES
 from continuum_django.models import ActivityTask
 from tests.contract.conftest import LEASE, OrmHarness
+from tests.e2e.helpers import wait_until
 from tests.testapp import txn
 from tests.testapp.models import LedgerEntry
 
@@ -77,6 +80,55 @@ def test_a_serialization_failure_runs_the_transaction_again(harness: OrmHarness)
     assert rows(name) == 1
     assert harness.run(run_id)["result"] == {"count": 1}
     assert ActivityTask.objects.get(run_id=run_id).attempt == 1  # within one attempt
+
+
+def test_a_real_deadlock_runs_the_transaction_again(harness: OrmHarness) -> None:
+    """The body locks row A then row B while the test holds B and then asks for A: Postgres
+    aborts the body's transaction (it waited first), which is run again and commits."""
+    a = LedgerEntry.objects.create(order="deadlock", amount=100)
+    b = LedgerEntry.objects.create(order="deadlock", amount=0)
+    run_id = harness.start(txn.transferring, a.pk, b.pk, 30)
+
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            harness.drain()
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    with transaction.atomic():
+        # The body checks for a deadlock a second after it began to wait, this test's
+        # backend only after ten: the body is the one Postgres aborts.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL deadlock_timeout = '10s'")
+        LedgerEntry.objects.select_for_update().get(pk=b.pk)
+        worker.start()
+        wait_until(lambda: lock_waiters() == 1 or failed, what="the body to wait for row B")
+        assert not failed, failed
+        LedgerEntry.objects.select_for_update().get(pk=a.pk)  # the deadlock: the body loses
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert txn.tries[f"transfer-{a.pk}"] == 2
+    assert harness.run(run_id)["result"] == [70, 30]
+    amounts = LedgerEntry.objects.filter(order="deadlock").order_by("pk")
+    assert list(amounts.values_list("amount", flat=True)) == [70, 30]  # moved exactly once
+    assert ActivityTask.objects.get(run_id=run_id).attempt == 1
+
+
+def lock_waiters() -> int:
+    """Other backends of this database waiting for a lock."""
+    with connection.cursor() as cursor:
+        # Inside a transaction the statistics views keep their first reading: drop it.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return int(cursor.fetchone()[0])
 
 
 def test_serialization_failures_past_the_bound_fail_the_attempt(harness: OrmHarness) -> None:

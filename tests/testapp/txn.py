@@ -73,3 +73,22 @@ def counting(ctx: Any, key: str, fail: bool = False) -> dict[str, Any]:
         return {"count": ctx.activity(count, key, fail)}
     except ActivityFailed as exc:
         return {"failed": str(exc)}
+
+
+@activity(name="tests.txn.transfer", transactional=True)
+def transfer(source: int, target: int, amount: int) -> list[int]:
+    """Move ``amount`` between two ledger rows, locking the source first, then the target."""
+    key = f"transfer-{source}"
+    tries[key] = tries.get(key, 0) + 1
+    debit = LedgerEntry.objects.select_for_update().get(pk=source)
+    credit = LedgerEntry.objects.select_for_update().get(pk=target)
+    debit.amount -= amount
+    credit.amount += amount
+    debit.save(update_fields=["amount"])
+    credit.save(update_fields=["amount"])
+    return [debit.amount, credit.amount]
+
+
+@workflow(name="tests.txn.transferring")
+def transferring(ctx: Any, source: int, target: int, amount: int) -> list[int]:
+    return ctx.activity(transfer, source, target, amount)  # type: ignore[no-any-return]
