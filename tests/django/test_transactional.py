@@ -48,6 +48,7 @@ def test_the_body_rows_and_the_result_commit_together(harness: OrmHarness) -> No
     assert rows(name) == 1
     task = ActivityTask.objects.get(run_id=run_id)
     assert (task.status, task.attempt, task.result) == ("completed", 1, 1)
+    assert txn.committed.count(name) == 1  # the body's on_commit callback ran, after it
 
 
 def test_the_admin_marks_a_transactional_activity(harness: OrmHarness, admin_client: Any) -> None:
@@ -66,6 +67,7 @@ def test_a_body_that_raises_leaves_no_rows(harness: OrmHarness) -> None:
     harness.drain()
     assert txn.tries[name] == 2  # both attempts of the policy wrote a row, and rolled it back
     assert rows(name) == 0
+    assert name not in txn.committed  # nor did their on_commit callbacks run
     assert harness.run(run_id)["result"] == {
         "failed": f"activity 'tests.txn.book' failed after 2 attempt(s): builtins.ValueError: "
         f"booking {name} failed after its write"
@@ -78,6 +80,7 @@ def test_a_serialization_failure_runs_the_transaction_again(harness: OrmHarness)
     harness.drain()
     assert txn.tries[name] == 3
     assert rows(name) == 1
+    assert txn.committed.count(name) == 1
     assert harness.run(run_id)["result"] == {"count": 1}
     assert ActivityTask.objects.get(run_id=run_id).attempt == 1  # within one attempt
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from continuum_django import ActivityFailed, RetryPolicy, activity, workflow
 
@@ -14,6 +14,8 @@ from .models import LedgerEntry
 # How many times each order's body has started in this process (kept outside the database,
 # so a rolled-back try still counts).
 tries: dict[str, int] = {}
+# The orders whose `book` committed, appended by its `transaction.on_commit` callback.
+committed: list[str] = []
 
 
 @activity(
@@ -29,6 +31,7 @@ def book(
     (a test holds it to stop the body half-way)."""
     tries[order] = tries.get(order, 0) + 1
     LedgerEntry.objects.create(order=order, amount=amount)
+    transaction.on_commit(lambda: committed.append(order))
     with connection.cursor() as cursor:
         if tries[order] <= conflicts:
             cursor.execute(
