@@ -76,3 +76,24 @@ def test_a_worker_killed_mid_body_leaves_no_rows_and_the_retry_writes_once(
     assert LedgerEntry.objects.filter(order="o-killed").count() == 1
     assert ActivityTask.objects.get(pk=task.pk).attempt == 2
     assert set(outcomes_per_command(run.id).values()) == {1}
+
+
+def test_concurrent_transfers_on_real_workers_apply_each_exactly_once(
+    worker_factory: StartWorker,
+) -> None:
+    """Transfers both ways between two rows, on two workers of two processes each: bodies
+    lock the rows in opposite orders, so the database may abort some as deadlocks; those
+    run again. Every transfer is applied once: the balances say so."""
+    a = LedgerEntry.objects.create(order="concurrent", amount=100)
+    b = LedgerEntry.objects.create(order="concurrent", amount=100)
+    worker_factory("one")
+    worker_factory("two")
+    runs = [txn.transferring.start(a.pk, b.pk, 10) for _ in range(4)]
+    runs += [txn.transferring.start(b.pk, a.pk, 5) for _ in range(4)]
+    for run in runs:
+        run.result(timeout=90)
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert (a.amount, b.amount) == (100 - 4 * 10 + 4 * 5, 100 + 4 * 10 - 4 * 5)
+    for run in runs:
+        assert set(outcomes_per_command(run.id).values()) == {1}
