@@ -212,3 +212,43 @@ def check_workflow_modules(app_configs: Any = None, **kwargs: Any) -> list[check
             )
         )
     return messages
+
+
+@checks.register("continuum")
+def check_transactional_activities(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """continuum.E030: a transactional activity that writes to another database than the
+    journal's, where its writes could not commit together with its result. continuum.W030:
+    one that declares no database while the journal is not on ``default``."""
+    journal = app_settings().DATABASE
+    messages: list[checks.CheckMessage] = []
+    for name, definition in sorted(registry.activities.items()):
+        if not definition.transactional or definition.using == journal:
+            continue
+        if definition.using is None:
+            if journal != "default":
+                messages.append(
+                    checks.Warning(
+                        f"activity {name!r} is transactional and declares no database, but "
+                        f"the journal is on {journal!r}: only its writes to {journal!r} "
+                        "commit with its result.",
+                        hint=f"declare using={journal!r} and write there (.using() or a "
+                        "database router)",
+                        obj=f"{definition.fn.__module__}.{definition.fn.__qualname__}",
+                        id="continuum.W030",
+                    )
+                )
+            continue
+        messages.append(
+            checks.Error(
+                f"activity {name!r} is transactional on database {definition.using!r}, but the "
+                f"journal is on {journal!r}: its writes cannot commit in the transaction that "
+                "journals its result, so every attempt of it fails.",
+                hint="write to the journal's database (CONTINUUM['DATABASE']), or make it an "
+                "ordinary activity that uses its idempotency key",
+                obj=f"{definition.fn.__module__}.{definition.fn.__qualname__}",
+                id="continuum.E030",
+            )
+        )
+    return messages

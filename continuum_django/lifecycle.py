@@ -41,7 +41,7 @@ cancel_requested = Signal()
 #: ``activity``, ``kind``.
 activity_scheduled = Signal()
 #: An activity attempt ended: ``run_id``, ``task_id``, ``activity``, ``attempt``,
-#: ``outcome`` (completed, retrying, failed, lease_lost), ``error``, ``seconds``.
+#: ``outcome`` (completed, retrying, failed, lease_lost, cancelled), ``error``, ``seconds``.
 activity_attempted = Signal()
 #: An activation started a durable timer: ``run_id``, ``command_id``, ``fire_at``.
 timer_scheduled = Signal()

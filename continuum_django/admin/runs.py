@@ -311,7 +311,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
                 tasks_section=tasks,
                 tasks=[
                     (task, payload_html(task.heartbeat_details, 500), error_html(task.error))
-                    for task in self._short_names(tasks.page)
+                    for task in self._short_names(run, tasks.page)
                 ],
                 timers_section=timers,
                 timers=list(timers.page),
@@ -330,10 +330,19 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         return super().change_view(request, object_id, form_url, context)
 
     @staticmethod
-    def _short_names(rows: Any) -> list[ActivityTask]:
+    def _short_names(run: WorkflowRun, rows: Any) -> list[ActivityTask]:
+        """The tasks with their short names, and whether each is transactional (as its
+        scheduled event recorded: one query for the page)."""
         tasks: list[ActivityTask] = list(rows)
+        scheduled = run.events.filter(
+            command_id__in=[task.command_id for task in tasks],
+            type__in=[EventType.ACTIVITY_SCHEDULED, EventType.COMPENSATION_SCHEDULED],
+            payload__transactional=True,
+        )
+        transactional = set(scheduled.values_list("command_id", flat=True)) if tasks else set()
         for task in tasks:
             task.short_name = task.activity.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+            task.transactional = task.command_id in transactional  # type: ignore[attr-defined]
         return tasks
 
     @staticmethod

@@ -143,7 +143,8 @@ def _start_type(kind: str) -> EventType:
 
 def _label(event_type: str, command_id: str, payload: dict[str, object]) -> str:
     if "activity" in payload:
-        return str(payload["activity"]).rsplit(".", 1)[-1]  # the full name is in the history
+        name = str(payload["activity"]).rsplit(".", 1)[-1]  # the full name is in the history
+        return f"{name} (transactional)" if payload.get("transactional") else name
     if "signal" in payload:
         signal = str(payload["signal"])
         if signal.startswith(UPDATE_PREFIX):

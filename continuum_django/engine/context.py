@@ -374,6 +374,8 @@ class WorkflowContext:
                 "schedule_to_close_timeout": definition.schedule_to_close_timeout,
                 "heartbeat_timeout": definition.heartbeat_timeout,
             }
+            if definition.transactional:  # only then: older histories keep their payloads
+                payload["transactional"] = True
             scheduled = (
                 EventType.COMPENSATION_SCHEDULED if compensation else EventType.ACTIVITY_SCHEDULED
             )

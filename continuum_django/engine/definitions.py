@@ -114,6 +114,10 @@ class ActivityDefinition(Generic[P, R]):
     heartbeat_timeout: float | None = None
     queue: str | None = None
     wants_context: bool = False
+    # Run the body inside the transaction that journals its end (see `activity`).
+    transactional: bool = False
+    # The database alias a transactional body writes to (None: the journal's).
+    using: str | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if in_workflow.get():
@@ -143,6 +147,8 @@ class ActivityDefinition(Generic[P, R]):
                 schedule_to_close_timeout, what="schedule_to_close_timeout"
             )
         if heartbeat_timeout is not None:
+            if self.transactional:
+                _check_transactional(self.name, self.fn, heartbeat_timeout)
             changes["heartbeat_timeout"] = to_seconds(heartbeat_timeout, what="heartbeat_timeout")
         if queue is not None:
             changes["queue"] = queue
@@ -477,6 +483,8 @@ def activity(
     schedule_to_close_timeout: Duration | None = None,
     heartbeat_timeout: Duration | None = None,
     queue: str | None = None,
+    transactional: bool = False,
+    using: str | None = None,
 ) -> Callable[[Callable[P, R]], ActivityDefinition[P, R]]: ...
 def activity(
     fn: Callable[..., Any] | None = None,
@@ -488,9 +496,26 @@ def activity(
     schedule_to_close_timeout: Duration | None = None,
     heartbeat_timeout: Duration | None = None,
     queue: str | None = None,
+    transactional: bool = False,
+    using: str | None = None,
 ) -> Any:
     """Register an activity; usable bare or with options. An ``async def`` activity runs on
-    an event loop of its own in the worker (``asyncio.run``), one attempt at a time."""
+    an event loop of its own in the worker (``asyncio.run``), one attempt at a time.
+
+    ``transactional=True`` runs the body inside the database transaction that journals its
+    end, on the journal's database: its ORM writes and its result commit together, or
+    neither does. ``using`` names the database alias the body writes to, when the project
+    routes models; it must be the journal's (``CONTINUUM["DATABASE"]``).
+    """
+    if using is not None and not transactional:
+        raise RegistrationError(
+            f"activity {name!r}: using= names the database of a transactional activity; "
+            "add transactional=True, or leave using= out"
+        )
+    if using is not None and not (isinstance(using, str) and using):
+        raise RegistrationError(
+            f"activity {name!r}: using= must be a database alias, not {using!r}"
+        )
 
     def register(fn: Callable[..., Any]) -> ActivityDefinition[..., Any]:
         if inspect.isasyncgenfunction(fn):
@@ -498,6 +523,8 @@ def activity(
                 f"activity {name or _origin(fn)!r} is an async generator; an activity returns "
                 "one value: make it `async def` returning it, or a plain `def`"
             )
+        if transactional:
+            _check_transactional(name or _origin(fn), fn, heartbeat_timeout)
         parameters = inspect.signature(fn).parameters
         definition: ActivityDefinition[..., Any] = ActivityDefinition(
             fn=fn,
@@ -510,8 +537,28 @@ def activity(
             heartbeat_timeout=to_seconds(heartbeat_timeout, what="heartbeat_timeout"),
             queue=queue,
             wants_context="activity_context" in parameters,
+            transactional=transactional,
+            using=using,
         )
         registry.add_activity(definition)
         return definition
 
     return register(fn) if fn is not None else register
+
+
+def _check_transactional(
+    name: str, fn: Callable[..., Any], heartbeat_timeout: Duration | None
+) -> None:
+    """Refuse what cannot run inside the transaction that journals the activity's end."""
+    if inspect.iscoroutinefunction(fn):
+        raise RegistrationError(
+            f"activity {name!r} is transactional and `async def`: its ORM writes would run "
+            "on another thread's connection, outside the transaction that journals its end. "
+            "Make it a plain `def`"
+        )
+    if heartbeat_timeout is not None:
+        raise RegistrationError(
+            f"activity {name!r} is transactional and has a heartbeat_timeout: its heartbeats "
+            "would stay inside its uncommitted transaction, unseen, so the timeout would fire "
+            "anyway. Use timeout= (start-to-close) instead"
+        )

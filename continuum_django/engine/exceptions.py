@@ -148,6 +148,11 @@ class UpdateTimeout(ContinuumError, TimeoutError):
     """`update(..., timeout=...)` gave up before the workflow replied."""
 
 
+class TransactionalActivityError(ContinuumError):
+    """A transactional activity cannot run in the journal's transaction: it writes to
+    another database than the journal's."""
+
+
 class WorkflowUsageError(ContinuumError):
     """Workflow code used the engine in a way that cannot be replayed."""
 

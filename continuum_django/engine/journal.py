@@ -7,7 +7,7 @@ Two implementations keep to it: `memory.MemoryJournal` and the Django ORM journa
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -375,6 +375,24 @@ class Journal(Protocol):
 
         With ``then``, also write its activation in the same transaction when the run is
         unchanged (`Dispatch.advanced` tells; a journal may always decline)."""
+        ...
+
+    def finish_in_transaction(
+        self,
+        claim: ActivityClaim,
+        body: Callable[[], Any],
+        *,
+        using: str | None = None,
+        eager: Eager | None = None,
+    ) -> Dispatch | None:
+        """Run a transactional activity's ``body`` (it returns the encoded result) inside
+        the transaction that records its completion, once the attempt is found to hold its
+        lease under the lock: both commit, or neither. What ``body`` raises rolls it back
+        and propagates (the caller records the failure with `finish_activity`); a
+        serialization failure or deadlock retries the whole transaction a few times.
+        Returns None, the body not run, when the run has already ended (the task is then
+        cancelled). Raises `LeaseLost`, and `TransactionalActivityError` when ``using``
+        names another database than the journal's."""
         ...
 
     def expired_activities(self, limit: int) -> list[ActivityClaim]:

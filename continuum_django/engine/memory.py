@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -561,6 +562,26 @@ class MemoryJournal:
                 dispatch.runs.remove((run.id, None))
                 dispatch.eager_run = self._lease_run(run, eager.owner, eager.lease_seconds, now)
             return dispatch
+
+    def finish_in_transaction(
+        self,
+        claim: ActivityClaim,
+        body: Callable[[], Any],
+        *,
+        using: str | None = None,
+        eager: Eager | None = None,
+    ) -> Dispatch | None:
+        # No database here: the body runs under the journal's lock, as under the row locks
+        # of the ORM journal, and what it does outside the journal is its own affair.
+        with self._lock:
+            now = self.clock.now()
+            run = self._run(claim.run_id)
+            task = self._held_task(claim, now)
+            if run.status in RunStatus.TERMINAL:
+                self._end_attempt(run, task, now, None, None, None)  # cancels the task
+                return None
+            result = body()
+            return self.finish_activity(claim, result=result, eager=eager)
 
     def _end_attempt(
         self,

@@ -33,8 +33,9 @@ class Observer:
     def attempted(
         self, claim: ActivityClaim, outcome: str, error: dict[str, Any] | None, seconds: float
     ) -> None:
-        """An attempt ended: ``completed``, ``retrying``, ``failed`` or ``lease_lost`` (called
-        inside `attempting`, once its outcome is written)."""
+        """An attempt ended: ``completed``, ``retrying``, ``failed``, ``lease_lost`` or
+        ``cancelled`` (a transactional body not run: its run had ended) (called inside
+        `attempting`, once its outcome is written)."""
 
     def swept(self, counts: dict[str, int], seconds: float) -> None:
         """A sweep ran."""

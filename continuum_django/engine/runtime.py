@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from . import codec
 from .context import EngineConfig
-from .definitions import Registry, WorkflowDefinition
+from .definitions import ActivityDefinition, Registry, WorkflowDefinition
 from .definitions import registry as default_registry
 from .events import Event, EventType
-from .exceptions import LeaseLost, UnknownActivity, UnknownWorkflow
+from .exceptions import LeaseLost, TransactionalActivityError, UnknownActivity, UnknownWorkflow
 from .journal import (
     ActivityClaim,
     Dispatch,
@@ -62,6 +62,14 @@ class _Ended:
     error: dict[str, Any] | None = None
 
 
+class _Unjournalable(Exception):
+    """A transactional body's result cannot be journaled: ``error`` is its failure."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", ""))
+        self.error = error
+
+
 class Dispatcher(Protocol):
     """Sends the hints (Celery messages) that a `Dispatch` lists."""
 
@@ -79,9 +87,14 @@ class ActivityContext:
         self.run_id = claim.run_id
         self.activity_name = claim.activity
         self.idempotency_key = claim.idempotency_key
+        # Set while a transactional body runs: its row locks hold the attempt, not renewals.
+        self.in_transaction = False
 
     def heartbeat(self, details: Any = None) -> None:
-        """Report progress; extends the lease and resets the heartbeat timeout."""
+        """Report progress; extends the lease and resets the heartbeat timeout. Does nothing
+        in a transactional activity (its uncommitted transaction would hide it anyway)."""
+        if self.in_transaction:
+            return
         encoded = codec.encode(
             details,
             what="heartbeat details",
@@ -325,14 +338,21 @@ class Runtime:
         """
         started = time.monotonic()
         context = ActivityContext(self, claim)
-        self._leases.hold(claim, context)
+        atomic = self._transactional(claim)
+        if atomic is None:  # a transactional attempt holds the task's row lock instead
+            self._leases.hold(claim, context)
         try:  # the lease is kept until the outcome is written, speculation included
             with self.observer.attempting(claim):
-                ended = self._run_body(claim, context)
                 speculation = None
-                if budget > 0 and basis is not None and ended.error is None:
-                    speculation = self._speculate(claim, ended, basis, started, budget > 1)
-                outcome, dispatch = self._finish(claim, ended, budget > 0, speculation)
+                if atomic is not None:
+                    ended, outcome, dispatch = self._attempt_atomically(
+                        claim, context, atomic, budget > 0
+                    )
+                else:
+                    ended = self._run_body(claim, context)
+                    if budget > 0 and basis is not None and ended.error is None:
+                        speculation = self._speculate(claim, ended, basis, started, budget > 1)
+                    outcome, dispatch = self._finish(claim, ended, budget > 0, speculation)
                 self._tell("attempted", claim, outcome, ended.error, time.monotonic() - started)
         finally:
             self._leases.release(claim)
@@ -460,28 +480,89 @@ class Runtime:
         except UnknownActivity as exc:
             return _Ended(error=error_payload(exc) | {"non_retryable": True})
         try:
-            args = codec.decode(claim.args)
-            kwargs = codec.decode(claim.kwargs)
-            if definition.wants_context:
-                kwargs["activity_context"] = context
-            value = definition.fn(*args, **kwargs)
-            if inspect.iscoroutine(value):  # an `async def` activity: run it to its end
-                value = asyncio.run(value)
+            value = self._call(definition, claim, context)
         except Exception as exc:
             return _Ended(error=error_payload(exc))
         try:
-            return _Ended(
-                result=codec.encode(
-                    value,
-                    what=f"result of activity {claim.activity!r}",
-                    max_bytes=self.config.max_payload_bytes,
-                    max_depth=self.config.max_payload_depth,
-                )
-            )
+            return _Ended(result=self._encode_result(claim, value))
         except Exception as exc:
             # Running the body again would only make the same value, its effects repeated:
             # a result that cannot be journaled fails the activity once, for good.
             return _Ended(error=error_payload(exc) | {"non_retryable": True})
+
+    @staticmethod
+    def _call(
+        definition: ActivityDefinition[..., Any], claim: ActivityClaim, context: ActivityContext
+    ) -> Any:
+        args = codec.decode(claim.args)
+        kwargs = codec.decode(claim.kwargs)
+        if definition.wants_context:
+            kwargs["activity_context"] = context
+        value = definition.fn(*args, **kwargs)
+        if inspect.iscoroutine(value):  # an `async def` activity: run it to its end
+            value = asyncio.run(value)
+        return value
+
+    def _encode_result(self, claim: ActivityClaim, value: Any) -> Any:
+        return codec.encode(
+            value,
+            what=f"result of activity {claim.activity!r}",
+            max_bytes=self.config.max_payload_bytes,
+            max_depth=self.config.max_payload_depth,
+        )
+
+    def _transactional(self, claim: ActivityClaim) -> ActivityDefinition[..., Any] | None:
+        """The attempt's definition when it is a transactional activity, else None."""
+        try:
+            definition = self.registry.activity(claim.activity)
+        except UnknownActivity:
+            return None  # `_run_body` fails it
+        return definition if definition.transactional else None
+
+    def _attempt_atomically(
+        self,
+        claim: ActivityClaim,
+        context: ActivityContext,
+        definition: ActivityDefinition[..., Any],
+        eager: bool,
+    ) -> tuple[_Ended, str, Dispatch | None]:
+        """Run a transactional attempt's body inside the transaction that journals its
+        completion. When it raises, its writes are rolled back and the failure is journaled
+        in a transaction of its own, the retry policy applying as usual."""
+
+        context.in_transaction = True
+
+        def body() -> Any:
+            value = self._call(definition, claim, context)
+            try:
+                return self._encode_result(claim, value)
+            except Exception as exc:
+                raise _Unjournalable(error_payload(exc) | {"non_retryable": True}) from exc
+
+        try:
+            dispatch = self.journal.finish_in_transaction(
+                claim, body, using=definition.using, eager=self._eager(eager)
+            )
+        except LeaseLost:
+            logger.warning(
+                "rolled back attempt %s of transactional activity task %s: its lease was lost",
+                claim.attempt,
+                claim.task_id,
+            )
+            return _Ended(), "lease_lost", None
+        except _Unjournalable as exc:
+            ended = _Ended(error=exc.error)
+        except TransactionalActivityError as exc:
+            ended = _Ended(error=error_payload(exc) | {"non_retryable": True})
+        except Exception as exc:
+            ended = _Ended(error=error_payload(exc))
+        else:
+            if dispatch is None:
+                return _Ended(), "cancelled", None
+            self.dispatcher.send(dispatch)
+            return _Ended(), "completed", dispatch
+        outcome, dispatch = self._finish(claim, ended, eager)
+        return ended, outcome, dispatch
 
     def _finish(
         self,

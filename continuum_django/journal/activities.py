@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
 from ..engine.events import NewEvent
-from ..engine.exceptions import LeaseLost
+from ..engine.exceptions import LeaseLost, TransactionalActivityError
 from ..engine.journal import (
     ActivityClaim,
     Dispatch,
@@ -32,6 +36,13 @@ from .lean import AttemptLost, Guarded, Pending
 from .runs import FINAL, RunJournal
 
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
+
+# A transactional attempt's transaction is tried this many times when the database aborts
+# it as a serialization failure or a deadlock (their SQLSTATEs): the whole of it, body too.
+TRANSACTION_TRIES = 5
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+logger = logging.getLogger("continuum")
 
 
 class _RunChanged(Exception):
@@ -114,14 +125,78 @@ class ActivityJournal(RunJournal):
                 dispatch = self._end_attempt(
                     run, task, now, result, error, retry_delay, bool(chain)
                 )
-            if chain and (str(run.id), None) in dispatch.runs:
-                # Advance the run right here: this worker takes its lease in this transaction
-                # (one UPDATE of the run carries both the wake-up and the lease).
-                dispatch.runs.remove((str(run.id), None))
-                dispatch.eager_run = self._lease_run(
-                    run, chain.owner, chain.lease_seconds, now, dispatch.appended
+            return self._chain_run(run, chain, now, dispatch)
+
+    def _chain_run(
+        self, run: WorkflowRun, chain: Eager | None, now: dt.datetime, dispatch: Dispatch
+    ) -> Dispatch:
+        if chain and (str(run.id), None) in dispatch.runs:
+            # Advance the run right here: this worker takes its lease in this transaction
+            # (one UPDATE of the run carries both the wake-up and the lease).
+            dispatch.runs.remove((str(run.id), None))
+            dispatch.eager_run = self._lease_run(
+                run, chain.owner, chain.lease_seconds, now, dispatch.appended
+            )
+        return dispatch
+
+    def finish_in_transaction(
+        self,
+        claim: ActivityClaim,
+        body: Callable[[], Any],
+        *,
+        using: str | None = None,
+        eager: Eager | None = None,
+    ) -> Dispatch | None:
+        if using is not None and using != self.using:
+            raise TransactionalActivityError(
+                f"activity {claim.activity!r} is transactional on database {using!r}, but the "
+                f"journal is on {self.using!r} (CONTINUUM['DATABASE']): its writes could not "
+                "commit in the transaction that journals its result. Write to the journal's "
+                "database, or make it an ordinary activity that uses its idempotency key",
+                activity=claim.activity,
+                using=using,
+                journal=self.using,
+            )
+        # Inside a caller's transaction a failed statement aborts that transaction: no retry.
+        tries = 1 if not transaction.get_autocommit(using=self.using) else TRANSACTION_TRIES
+        for attempt in range(1, tries + 1):
+            try:
+                return self._finish_atomically(claim, body, eager)
+            except OperationalError as exc:
+                sqlstate = getattr(exc.__cause__, "sqlstate", None)
+                if attempt == tries or sqlstate not in RETRYABLE_SQLSTATES:
+                    raise
+                logger.info(
+                    "transactional activity task %s: the database aborted its transaction "
+                    "(SQLSTATE %s); running it again (%d of %d)",
+                    claim.task_id,
+                    sqlstate,
+                    attempt + 1,
+                    tries,
                 )
-            return dispatch
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # apart from its rival
+        raise AssertionError("unreachable")
+
+    def _finish_atomically(
+        self, claim: ActivityClaim, body: Callable[[], Any], eager: Eager | None
+    ) -> Dispatch | None:
+        """One try of `finish_in_transaction`: the run's and the task's rows stay locked
+        from the lease check to the commit, so no other writer can come between."""
+        with self._atomic():
+            run, now = self._lock_run(claim.run_id)
+            task, _ = self._lock_task(claim.task_id)
+            task = check_attempt(task, claim, now)
+            if run.status in TERMINAL:
+                self._end_attempt(run, task, now, None, None, None)  # cancels the task
+                return None
+            result = body()
+            run, now = self._lock_run(claim.run_id)  # already ours: for the clock after the body
+            if task.attempt_deadline is not None and task.attempt_deadline <= now:
+                raise attempt_lost(claim)  # too late: rolled back; the sweeper times it out
+            free = run.lease_expires_at is None or run.lease_expires_at <= now
+            chain = eager if eager and free and not run.park_reason else None
+            dispatch = self._end_attempt(run, task, now, result, None, None, bool(chain))
+            return self._chain_run(run, chain, now, dispatch)
 
     def _finish_folded(self, claim: ActivityClaim, result: Any, then: Speculation) -> Dispatch:
         """Write the attempt's result and the speculated activation in one transaction whose

@@ -17,6 +17,7 @@ EXPECTED = {
     "interaction": "stage: checked out",
     "updates": "rejected: apple is already in the cart",
     "deadlines": "WorkflowTimedOut: deadline",
+    "transactional": "ledger: [('o-1', 4200)]",
 }
 
 

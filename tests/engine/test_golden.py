@@ -47,6 +47,7 @@ def test_the_golden_set_is_complete() -> None:
         "signal_with_start", "publish", "publish_chain_1", "publish_chain_2",
         "updates_replied_rejected_timed_out",
         "run_timed_out",
+        "transactional_activity",
     } <= names  # fmt: skip
 
 

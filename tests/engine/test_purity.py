@@ -53,6 +53,7 @@ def test_public_names_are_pinned() -> None:
         "update", "UpdateRequest", "UpdateRejected", "UpdateTimeout",
         "WorkflowTimedOut",
         "InvalidTimeout",
+        "TransactionalActivityError",
     }  # fmt: skip
     for name in continuum_django.__all__:
         assert getattr(continuum_django, name) is not None

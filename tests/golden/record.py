@@ -121,6 +121,7 @@ def main() -> int:
     scenario("child_fan_out", lambda r: r.start(g.fan_out, 3))
     scenario("cancellation_cascade", lambda r: r.start(g.cancelled_parent), cancel)
     scenario("cancel_during_signal_wait", lambda r: r.start(g.cancel_while_waiting), cancel)
+    scenario("transactional_activity", lambda r: r.start(g.transactional), skip_time)
     runner = LocalRunner()
     run_id = runner.start(g.chain, 1)
     runner.run_until_idle()

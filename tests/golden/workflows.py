@@ -189,3 +189,25 @@ def late(ctx: Any) -> str:
     ctx.activity(echo, "begin")
     ctx.sleep(3600)
     return "too late"
+
+
+@activity(
+    name="golden.ledger_write",
+    transactional=True,
+    retry=RetryPolicy(max_attempts=2, initial_interval=1, jitter=0),
+)
+def ledger_write(amount: int) -> int:
+    if amount < 0:
+        raise ValueError(f"cannot book {amount}")
+    return amount * 2
+
+
+@workflow(name="golden.transactional")
+def transactional(ctx: Any) -> dict[str, Any]:
+    """A transactional activity that completes, then one that fails after its retry."""
+    booked = ctx.activity(ledger_write, 21)
+    try:
+        ctx.activity(ledger_write, -1)
+    except ActivityFailed as exc:
+        return {"booked": booked, "refused": str(exc)}
+    return {"booked": booked}
