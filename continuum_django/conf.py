@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "PIPELINE": True,
     # How long ended runs are kept before `continuum_prune` may delete them (None: forever).
     "RETENTION": dt.timedelta(days=30),
+    # Seconds a schedule's slot may be late and still count as on time (not missed).
+    "SCHEDULE_GRACE": 60.0,
 }
 
 

@@ -21,6 +21,7 @@ from .exceptions import (
 )
 from .lint import RULE_IDS, LintFinding, lint_workflow, signal_names_waited
 from .retry import RetryPolicy
+from .schedules import At, Cron, Every
 
 if TYPE_CHECKING:
     from .context import WorkflowContext
@@ -138,9 +139,27 @@ class WorkflowDefinition(Generic[P, R]):
     # The names its code waits for with literal ``wait_signal("name")`` calls; None when
     # unknown (no source, or a name computed at run time).
     waited_signals: frozenset[str] | None = None
+    # Declared with ``@workflow(schedule=...)``; synced to `Schedule` rows on migrate.
+    schedules: tuple[Cron | Every, ...] = ()
 
     def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(ctx, *args, **kwargs)
+
+    def schedule(
+        self, spec: Cron | Every | At, *, name: str | None = None, namespace: str = "default"
+    ) -> Any:
+        """Create a schedule of this workflow at run time (see
+        `continuum_django.schedules.create`); returns its `Schedule` row."""
+        from continuum_django.schedules import create
+
+        return create(self, spec, name=name, namespace=namespace)
+
+    def schedule_at(self, when: dt.datetime, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Start one run of this workflow at ``when`` (an aware datetime): a one-shot
+        schedule; returns its `Schedule` row."""
+        from continuum_django.schedules import schedule_at
+
+        return schedule_at(self, when, args, kwargs)
 
     def start(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Start a run of this workflow (see `continuum_django.start`); returns a `RunHandle`."""
@@ -325,6 +344,7 @@ def workflow(
     version: int = 1,
     signals: dict[str, Any] | None = None,
     waive: bool | Iterable[str] = (),
+    schedule: Cron | Every | Iterable[Cron | Every] = (),
 ) -> Callable[[Callable[Concatenate[WorkflowContext, P], R]], WorkflowDefinition[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
@@ -334,14 +354,17 @@ def workflow(
     version: int = 1,
     signals: dict[str, Any] | None = None,
     waive: bool | Iterable[str] = (),
+    schedule: Cron | Every | Iterable[Cron | Every] = (),
 ) -> Any:
     """Register a workflow function ``fn(ctx, *args, **kwargs)``; usable bare or with options.
 
     ``version`` makes ``(name, version)`` the run's durable identity: several versions of
     one name may be registered side by side, and new runs start on the newest. ``waive``
     silences the determinism lint for this function: ``True`` for every rule, or rule ids
-    such as ``("time.time", "orm")``.
+    such as ``("time.time", "orm")``. ``schedule``: one or more `Cron` / `Every` values
+    that start the workflow by themselves, synced to schedule rows on ``migrate``.
     """
+    schedules = _declared_schedules(schedule, name)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise RegistrationError(f"workflow version must be a positive int, not {version!r}")
     waived = _waived_rules(waive)
@@ -369,11 +392,30 @@ def workflow(
             signals=signals,
             lint_findings=tuple(f for f in lint_workflow(fn) if f.rule not in waived),
             waited_signals=signal_names_waited(fn),
+            schedules=schedules,
         )
         registry.add_workflow(definition)
         return definition
 
     return register(fn) if fn is not None else register
+
+
+def _declared_schedules(
+    schedule: Cron | Every | Iterable[Cron | Every], name: str | None
+) -> tuple[Cron | Every, ...]:
+    specs = (schedule,) if isinstance(schedule, Cron | Every | At) else tuple(schedule)
+    for spec in specs:
+        if not isinstance(spec, Cron | Every):
+            raise RegistrationError(
+                f"schedule= takes Cron(...) or Every(...) values, not {spec!r} (a one-shot "
+                "start is made at run time with wf.schedule_at(when, ...))"
+            )
+    if len(specs) > 1 and sum(spec.name is None for spec in specs) > 1:
+        raise RegistrationError(
+            f"workflow {name or 'with several schedules'!r} declares {len(specs)} schedules; "
+            "give each a name=, e.g. Cron('0 9 * * *', name='morning')"
+        )
+    return specs
 
 
 def _waived_rules(waive: bool | Iterable[str]) -> frozenset[str]:
