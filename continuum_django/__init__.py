@@ -29,6 +29,7 @@ from .engine.exceptions import (
 )
 from .engine.retry import RetryPolicy
 from .engine.runtime import ActivityContext
+from .engine.schedules import At, Catchup, Cron, Every, Overlap, ScheduleError
 
 if TYPE_CHECKING:
     from .client import RunHandle, cancel, get_run, result, signal, start
@@ -56,14 +57,19 @@ __all__ = [
     "ActivityContext",
     "ActivityFailed",
     "ActivityHandle",
+    "At",
     "CancellationRequested",
+    "Catchup",
     "ChildCancelled",
     "ChildFailed",
     "ChildHandle",
     "ContinuumError",
+    "Cron",
     "Event",
+    "Every",
     "LeaseLost",
     "NonRetryableError",
+    "Overlap",
     "PayloadError",
     "ReplayDriftError",
     "ResultTimeout",
@@ -71,6 +77,7 @@ __all__ = [
     "RunHandle",
     "RunNotActive",
     "RunNotFound",
+    "ScheduleError",
     "SignalRejected",
     "SignalTimeout",
     "UnknownActivity",

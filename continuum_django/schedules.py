@@ -91,8 +91,11 @@ def next_fire_times(schedule: Schedule, count: int = 5) -> list[dt.datetime]:
 
 def database_now() -> dt.datetime:
     """The journal database's clock, which decides when a slot is due."""
-    with connections[app_settings().DATABASE].cursor() as cursor:
-        cursor.execute("SELECT CURRENT_TIMESTAMP")
+    connection = connections[app_settings().DATABASE]
+    # The time of this statement, not of the transaction's start (Postgres' CURRENT_TIMESTAMP).
+    clock = "clock_timestamp()" if connection.vendor == "postgresql" else "CURRENT_TIMESTAMP"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {clock}")
         (value,) = cursor.fetchone()
     if isinstance(value, str):  # SQLite answers with text, in UTC
         value = dt.datetime.fromisoformat(value)
@@ -145,7 +148,11 @@ def create(
     if not isinstance(spec, Cron | Every | At):
         raise ScheduleError(f"a schedule spec is a Cron, Every or At, not {spec!r}")
     definition = _definition(workflow)
-    schedule_name = _check_name(name or spec.name)
+    if name is None and spec.name is None:
+        raise ScheduleError(
+            "a schedule needs a name: pass name=..., or give the spec one (Cron(..., name=...))"
+        )
+    schedule_name = _check_name(name if name is not None else spec.name)
     client.check_start_options(namespace=namespace)
     row = Schedule(
         name=schedule_name,
@@ -163,13 +170,21 @@ def create(
                 "edit or delete that one",
                 name=schedule_name,
             )
-        row.next_fire_at = spec.after(database_now() - _just_before)
+        row.next_fire_at = first_slot(spec)
         row.save(using=using)
     return row
 
 
 # A slot at the very instant of creation still counts as upcoming.
 _just_before = dt.timedelta(microseconds=1)
+
+
+def first_slot(spec: Spec) -> dt.datetime | None:
+    """The first slot of a new (or re-specified) schedule: from now on, or a one-shot's
+    time even when it has passed (it then fires at the next sweep)."""
+    if isinstance(spec, At):
+        return spec.when
+    return spec.after(database_now() - _just_before)
 
 
 def schedule_at(
@@ -221,8 +236,10 @@ def resume(name: str) -> Schedule:
 
 
 def reschedule(row: Schedule) -> None:
-    """After an edit of its spec: the next slot from now on (not saved)."""
-    row.next_fire_at = spec_of(row).after(database_now() - _just_before)
+    """After an edit of its spec: the next slot from now on (not saved). A one-shot that
+    already fired at its time stays done."""
+    fired = row.kind == ScheduleKind.ONCE and row.last_slot and row.last_slot == row.start_at
+    row.next_fire_at = None if fired else first_slot(spec_of(row))
     row.buffered_slot = None
 
 
@@ -426,7 +443,7 @@ def sync_declared(registry: Registry = default_registry) -> SyncReport:
             row = rows.get(name)
             if row is None:
                 row = Schedule(name=name, declared=True, **values)
-                row.next_fire_at = spec.after(database_now() - _just_before)
+                row.next_fire_at = first_slot(spec)
                 row.save(using=app_settings().DATABASE)
                 created.append(name)
                 continue
@@ -442,7 +459,7 @@ def sync_declared(registry: Registry = default_registry) -> SyncReport:
                 row.save()
                 updated.append(name)
         for name, row in rows.items():
-            if name not in declared and not (row.paused and row.pause_note == REMOVED_FROM_CODE):
+            if name not in declared and not row.paused:
                 row.paused, row.pause_note = True, REMOVED_FROM_CODE
                 row.save(update_fields=["paused", "pause_note", "updated_at"])
                 paused.append(name)

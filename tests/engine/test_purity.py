@@ -50,6 +50,7 @@ def test_public_names_are_pinned() -> None:
         "NonRetryableError", "SignalTimeout", "WorkflowFailed", "WorkflowCancelled",
         "ResultTimeout", "CancellationRequested", "ChildFailed", "ChildCancelled",
         "ChildHandle", "SignalRejected", "retry", "dead_letter",
+        "Cron", "Every", "At", "Overlap", "Catchup", "ScheduleError",
     }  # fmt: skip
     for name in continuum_django.__all__:
         assert getattr(continuum_django, name) is not None

@@ -371,4 +371,4 @@ if VARIANT == "3":
         return "v2"
 
 
-from . import reliability  # noqa: E402, F401
+from . import reliability, scheduled  # noqa: E402, F401
