@@ -26,7 +26,7 @@ from .conf import app_settings
 from .engine import codec
 from .engine.definitions import Registry, WorkflowDefinition
 from .engine.definitions import registry as default_registry
-from .engine.exceptions import ContinuumError, RunNotActive
+from .engine.exceptions import RunNotActive
 from .engine.local import new_run
 from .engine.schedules import At, Cron, Every, Overlap, ScheduleError, Spec, plan, upcoming
 from .models import Schedule, ScheduleKind, WorkflowRun
@@ -284,8 +284,11 @@ def fire_due(now: dt.datetime | None = None, limit: int = 100) -> dict[str, int]
     for pk in ids:
         try:
             fired, dropped = _fire_one(pk, now)
-        except ContinuumError:
-            logger.exception("firing schedule %s", pk)
+        except Exception:
+            # Its transaction rolled back: the slot stays due. One broken schedule (its
+            # workflow gone from this code, arguments its signature no longer takes) must
+            # not stop the others, nor the rest of the sweep.
+            logger.exception("firing schedule %s; it is retried at the next sweep", pk)
             continue
         counts["schedules_fired"] += fired
         counts["schedule_slots_dropped"] += dropped

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from continuum_django import Cron, schedules
+from continuum_django import Cron, schedules, signal
 from continuum_django.models import Schedule, WorkflowRun
 from tests.testapp import scheduled
 
@@ -62,3 +62,42 @@ def test_each_cron_slot_fires_once_across_two_workers_with_beat_killed_in_betwee
     keys = sorted(runs.values_list("idempotency_key", flat=True))
     assert keys == expected  # every slot once, none twice
     assert {r.result for r in runs} == {"tick"}
+
+
+def test_a_one_shot_and_the_overlap_policies_on_a_real_worker(worker_factory: StartWorker) -> None:
+    worker_factory()
+    once = scheduled.scheduled_echo.schedule_at(schedules.database_now(), "once")
+    buffered = scheduled.scheduled_wait.schedule(
+        Cron("* * * * *", name="buffered", overlap="buffer_one", catchup="all")
+    )
+    cancelling = scheduled.scheduled_wait.schedule(
+        Cron("* * * * *", name="cancelling", overlap="cancel_previous", catchup="all")
+    )
+    now = schedules.database_now().replace(second=0, microsecond=0)
+    # Three slots due at once: the first starts, the second is buffered, the third dropped;
+    # with cancel_previous, each slot cancels the run of the one before.
+    Schedule.objects.filter(pk__in=[buffered.pk, cancelling.pk]).update(
+        next_fire_at=now - 2 * MINUTE
+    )
+
+    def runs(name: str) -> list[WorkflowRun]:
+        return list(WorkflowRun.objects.filter(attributes__schedule=name).order_by("created_at"))
+
+    assert wait_until(lambda: runs(once.name) and runs(once.name)[0].status == "completed")
+    assert Schedule.objects.get(pk=once.pk).next_fire_at is None
+
+    first = wait_until(lambda: runs("buffered")[:1], what="the first buffered run")[0]
+    wait_until(lambda: Schedule.objects.get(pk=buffered.pk).buffered_slot, what="a buffered slot")
+    assert len(runs("buffered")) == 1
+    signal(first.id, "go", "done")
+    second = wait_until(lambda: runs("buffered")[1:2], what="the buffered slot's run")[0]
+    assert second.attributes["slot"] == (now - MINUTE).astimezone(dt.UTC).isoformat()
+    assert WorkflowRun.objects.get(pk=first.id).status == "completed"
+
+    wait_until(lambda: len(runs("cancelling")) >= 3, what="three cancelling runs")
+    *earlier, last = runs("cancelling")
+    wait_until(
+        lambda: all(WorkflowRun.objects.get(pk=r.id).status == "cancelled" for r in earlier),
+        what="the earlier runs cancelled",
+    )
+    assert WorkflowRun.objects.get(pk=last.id).status not in ("cancelled", "failed")
