@@ -76,6 +76,17 @@ class Settings:
         return parse_retention(self._values["RETENTION"])
 
     @property
+    def schedule_grace(self) -> dt.timedelta:
+        grace = self._values["SCHEDULE_GRACE"]
+        if isinstance(grace, dt.timedelta):
+            grace = grace.total_seconds()
+        if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+            raise ImproperlyConfigured(
+                f"CONTINUUM['SCHEDULE_GRACE'] is {grace!r}; use seconds (0 or more) or a timedelta"
+            )
+        return dt.timedelta(seconds=grace)
+
+    @property
     def max_payload_depth(self) -> int:
         depth = self._values["MAX_PAYLOAD_DEPTH"]
         if not isinstance(depth, int) or not 0 < depth <= MAX_DEPTH_LIMIT:

@@ -308,7 +308,7 @@ def _fire_one(pk: int, now: dt.datetime) -> tuple[int, int]:
             fired += 1
         if row.next_fire_at is not None and row.next_fire_at <= now:
             spec = spec_of(row)
-            grace = dt.timedelta(seconds=float(app_settings().SCHEDULE_GRACE))
+            grace = app_settings().schedule_grace
             chosen = plan(
                 spec,
                 row.next_fire_at,

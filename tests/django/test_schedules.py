@@ -234,3 +234,11 @@ def test_concurrent_sweeps_fire_each_slot_once() -> None:
             f"schedule:h{i}:2026-06-01T{h:02d}:00:00+00:00" for h in range(3, 13)
         ]
     assert WorkflowRun.objects.count() == 50
+
+
+def test_a_bad_grace_setting_is_a_system_check_error(settings: object) -> None:
+    from django.core import checks
+
+    settings.CONTINUUM = {"SCHEDULE_GRACE": "soon"}  # type: ignore[attr-defined]
+    found = [m for m in checks.run_checks(tags=["continuum"]) if m.id == "continuum.E040"]
+    assert found and "SCHEDULE_GRACE" in found[0].msg
