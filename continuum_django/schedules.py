@@ -24,7 +24,7 @@ from django.db.models import Q
 from . import client
 from .conf import app_settings
 from .engine import codec
-from .engine.definitions import Registry, WorkflowDefinition
+from .engine.definitions import Registry, WorkflowDefinition, bind_arguments
 from .engine.definitions import registry as default_registry
 from .engine.exceptions import RunNotActive
 from .engine.local import new_run
@@ -115,8 +115,9 @@ def _definition(workflow: WorkflowDefinition[..., Any] | str) -> WorkflowDefinit
 def _input(
     definition: WorkflowDefinition[..., Any], args: Iterable[Any], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """The workflow's arguments, checked against its signature and encoded as a run's are."""
-    client._check_start(definition, list(args), kwargs)
+    """The workflow's arguments, checked against its signature and encoded as a run's are.
+    (Not the Celery app: ``migrate`` syncs declared schedules where none may be set up.)"""
+    bind_arguments(definition, list(args), kwargs)
     conf = app_settings()
     return new_run(
         definition,

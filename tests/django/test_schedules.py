@@ -202,6 +202,7 @@ def test_sync_creates_updates_pauses_and_leaves_runtime_schedules_alone() -> Non
         registry.workflows[key] = definition
     assert schedules.sync_declared().updated == ["tests.yearly"]  # back in code: resumed
     assert not Schedule.objects.get(pk=declared.pk).paused
+    assert schedules.sync_declared().updated == []  # in step with the code: nothing to do
     assert Schedule.objects.get(pk=runtime_row.pk).next_fire_at == utc(12)  # untouched
 
 
