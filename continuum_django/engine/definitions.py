@@ -146,12 +146,28 @@ class WorkflowDefinition(Generic[P, R]):
         return self.fn(ctx, *args, **kwargs)
 
     def schedule(
-        self, spec: Cron | Every | At, *, name: str | None = None, namespace: str = "default"
+        self,
+        spec: Cron | Every | At | None = None,
+        *,
+        name: str | None = None,
+        namespace: str = "default",
+        cron: str | None = None,
+        tz: str = "UTC",
+        every: dt.timedelta | float | None = None,
+        **policy: Any,
     ) -> Any:
         """Create a schedule of this workflow at run time (see
-        `continuum_django.schedules.create`); returns its `Schedule` row."""
+        `continuum_django.schedules.create`); returns its `Schedule` row. Give a spec, or
+        ``cron=`` (with ``tz=``) or ``every=`` and the spec's options (``args``,
+        ``kwargs``, ``overlap``, ``catchup``, ``catchup_window``)."""
         from continuum_django.schedules import create
 
+        if spec is None:
+            if (cron is None) == (every is None):
+                raise TypeError("schedule() takes a spec, or one of cron= and every=")
+            spec = Cron(cron, tz=tz, **policy) if cron is not None else Every(every, **policy)  # type: ignore[arg-type]
+        elif cron is not None or every is not None or policy:
+            raise TypeError("schedule() takes a spec or cron=/every= with options, not both")
         return create(self, spec, name=name, namespace=namespace)
 
     def schedule_at(self, when: dt.datetime, *args: P.args, **kwargs: P.kwargs) -> Any:

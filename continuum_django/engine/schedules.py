@@ -114,7 +114,9 @@ class Cron(Policy):
     expression: str
     tz: str = "UTC"
 
-    def __init__(self, expression: str, *, tz: str = "UTC", **policy: Any) -> None:
+    def __init__(self, expression: str, *, tz: str | ZoneInfo = "UTC", **policy: Any) -> None:
+        if isinstance(tz, ZoneInfo):
+            tz = tz.key
         _init(self, policy, expression=expression, tz=tz)
         if not isinstance(expression, str) or not expression.strip():
             raise ScheduleError(f"a cron expression must be a non-empty str, not {expression!r}")

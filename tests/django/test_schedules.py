@@ -243,3 +243,17 @@ def test_a_bad_grace_setting_is_a_system_check_error(settings: object) -> None:
     settings.CONTINUUM = {"SCHEDULE_GRACE": "soon"}  # type: ignore[attr-defined]
     found = [m for m in checks.run_checks(tags=["continuum"]) if m.id == "continuum.E040"]
     assert found and "SCHEDULE_GRACE" in found[0].msg
+
+
+def test_the_shorthand_with_cron_or_every() -> None:
+    from zoneinfo import ZoneInfo
+
+    row = scheduled.scheduled_echo.schedule(
+        cron="15 8 * * *", tz=ZoneInfo("Asia/Tokyo"), name="tokyo", kwargs={"label": "jp"}
+    )
+    assert (row.kind, row.cron, row.timezone) == ("cron", "15 8 * * *", "Asia/Tokyo")
+    assert row.input == {"args": [], "kwargs": {"label": "jp"}}
+    every = scheduled.scheduled_echo.schedule(every=dt.timedelta(hours=2), name="2h")
+    assert every.kind == "interval" and every.interval == dt.timedelta(hours=2)
+    with pytest.raises(TypeError, match="one of cron= and every="):
+        scheduled.scheduled_echo.schedule(name="neither")
