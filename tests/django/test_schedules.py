@@ -257,3 +257,27 @@ def test_the_shorthand_with_cron_or_every() -> None:
     assert every.kind == "interval" and every.interval == dt.timedelta(hours=2)
     with pytest.raises(TypeError, match="one of cron= and every="):
         scheduled.scheduled_echo.schedule(name="neither")
+
+
+def test_dst_nights_in_paris_fire_each_nightly_slot_once() -> None:
+    scheduled.scheduled_echo.schedule(
+        Cron("30 2 * * *", tz="Europe/Paris", name="n", overlap="allow")
+    )
+    gap = dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC)  # 02:30 does not exist: 03:00 CEST
+    Schedule.objects.filter(name="n").update(next_fire_at=gap)
+    schedules.fire_due(now=gap + dt.timedelta(seconds=5))
+    assert Schedule.objects.get(name="n").next_fire_at == dt.datetime(
+        2026, 3, 30, 0, 30, tzinfo=dt.UTC
+    )
+
+    twice = dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC)  # 02:30 CEST, before 02:30 CET
+    Schedule.objects.filter(name="n").update(next_fire_at=twice)
+    schedules.fire_due(now=twice + dt.timedelta(seconds=5))
+    # Not 01:30 UTC (the repeated 02:30 CET): the next is the following night.
+    assert Schedule.objects.get(name="n").next_fire_at == dt.datetime(
+        2026, 10, 26, 1, 30, tzinfo=dt.UTC
+    )
+    schedules.fire_due(now=dt.datetime(2026, 10, 25, 1, 30, 5, tzinfo=dt.UTC))
+    assert keys("n") == [
+        "schedule:n:2026-03-29T01:00:00+00:00", "schedule:n:2026-10-25T00:30:00+00:00",
+    ]  # fmt: skip
