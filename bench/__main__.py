@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .report import Report
+from .schedules import measure_idle_schedules
 from .suite import (
     STEPS_PER_RUN,
     Sizes,
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         ("continuum and celery chain", lambda: measure_timed(report, sizes, logs)),
         ("database cost", lambda: measure_db_cost(report, sizes, settings_dict, logs)),
         ("raw database", lambda: measure_raw(report, sizes, settings_dict)),
+        ("idle schedules", lambda: measure_idle_schedules(report, sizes.idle_schedules)),
     ]
     if sizes.dbos:
         plan.append(("dbos", lambda: measure_dbos(report, sizes, settings_dict, logs)))

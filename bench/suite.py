@@ -26,6 +26,7 @@ class Sizes:
     raw_seconds: float = 5.0
     concurrency: int = 2  # one prefork worker with one process per core
     dbos: bool = True
+    idle_schedules: int = 10_000  # what idle schedules cost the sweep (same in --smoke)
     label: str = "full"
 
     @classmethod

@@ -34,6 +34,7 @@ from .engine.exceptions import (
 )
 from .engine.retry import RetryPolicy
 from .engine.runtime import ActivityContext
+from .engine.schedules import At, Catchup, Cron, Every, Overlap, ScheduleError
 
 if TYPE_CHECKING:
     from .client import (
@@ -84,15 +85,20 @@ __all__ = [
     "ActivityContext",
     "ActivityFailed",
     "ActivityHandle",
+    "At",
     "CancellationRequested",
+    "Catchup",
     "ChildCancelled",
     "ChildFailed",
     "ChildHandle",
     "ContinuumError",
+    "Cron",
     "Event",
+    "Every",
     "InvalidTimeout",
     "LeaseLost",
     "NonRetryableError",
+    "Overlap",
     "PayloadError",
     "ReplayDriftError",
     "ResultTimeout",
@@ -100,6 +106,7 @@ __all__ = [
     "RunHandle",
     "RunNotActive",
     "RunNotFound",
+    "ScheduleError",
     "SignalRejected",
     "SignalTimeout",
     "TransactionalActivityError",

@@ -45,6 +45,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="continuum.E023",
             )
         )
+    try:
+        _ = app_settings().schedule_grace
+    except ImproperlyConfigured as exc:
+        errors.append(checks.Error(str(exc), id="continuum.E040"))
     return errors
 
 

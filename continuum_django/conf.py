@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "PIPELINE": True,
     # How long ended runs are kept before `continuum_prune` may delete them (None: forever).
     "RETENTION": dt.timedelta(days=30),
+    # Seconds a schedule's slot may be late and still count as on time (not missed).
+    "SCHEDULE_GRACE": 60.0,
 }
 
 
@@ -72,6 +74,17 @@ class Settings:
     @property
     def retention(self) -> Retention:
         return parse_retention(self._values["RETENTION"])
+
+    @property
+    def schedule_grace(self) -> dt.timedelta:
+        grace = self._values["SCHEDULE_GRACE"]
+        if isinstance(grace, dt.timedelta):
+            grace = grace.total_seconds()
+        if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+            raise ImproperlyConfigured(
+                f"CONTINUUM['SCHEDULE_GRACE'] is {grace!r}; use seconds (0 or more) or a timedelta"
+            )
+        return dt.timedelta(seconds=grace)
 
     @property
     def max_payload_depth(self) -> int:

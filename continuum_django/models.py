@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -348,3 +349,85 @@ class SweepRecord(models.Model):
 
     def __str__(self) -> str:
         return f"sweep last ran at {self.last_run_at} ({self.runs_total} runs)"
+
+
+class ScheduleKind(models.TextChoices):
+    CRON = "cron", "cron"
+    INTERVAL = "interval", "interval"
+    ONCE = "once", "once"
+
+
+class OverlapPolicy(models.TextChoices):
+    SKIP = "skip", "skip the slot"
+    BUFFER_ONE = "buffer_one", "buffer one slot"
+    ALLOW = "allow", "allow overlap"
+    CANCEL_PREVIOUS = "cancel_previous", "cancel the previous run"
+
+
+class CatchupPolicy(models.TextChoices):
+    ALL = "all", "fire every missed slot"
+    LAST = "last", "fire the last missed slot"
+    NONE = "none", "fire no missed slot"
+
+
+class Schedule(models.Model):
+    """A workflow that starts by itself: each slot of its spec starts one run, once.
+
+    The sweep finds due rows by ``next_fire_at`` (a partial index over the unpaused ones)
+    and fires each under the row's lock; the run's idempotency key names the schedule and
+    the slot, so a slot never starts two runs.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    workflow_name = models.CharField(max_length=200)
+    namespace = models.CharField(max_length=100, default="default")
+    # The workflow's arguments in the codec's JSON form: {"args": [...], "kwargs": {...}}.
+    input = models.JSONField(default=dict, blank=True)
+    kind = models.CharField(max_length=16, choices=ScheduleKind.choices)
+    cron = models.CharField(max_length=200, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    interval = models.DurationField(null=True, blank=True)
+    # The one-shot time, or the interval's anchor.
+    start_at = models.DateTimeField(null=True, blank=True)
+    overlap = models.CharField(
+        max_length=16, choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP
+    )
+    catchup = models.CharField(
+        max_length=8, choices=CatchupPolicy.choices, default=CatchupPolicy.LAST
+    )
+    catchup_window = models.DurationField(null=True, blank=True, default=dt.timedelta(days=1))
+    paused = models.BooleanField(default=False)
+    pause_note = models.CharField(max_length=255, blank=True)
+    declared = models.BooleanField(default=False, help_text="declared in code, synced on deploy")
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    buffered_slot = models.DateTimeField(null=True, blank=True)
+    last_slot = models.DateTimeField(null=True, blank=True)
+    # No foreign key: pruning a run must not touch its schedule.
+    last_run_id = models.UUIDField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    fired_count = models.PositiveBigIntegerField(default=0)
+    dropped_count = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(
+                fields=["next_fire_at"],
+                condition=Q(paused=False, next_fire_at__isnull=False),
+                name="continuum_schedule_due",
+            ),
+            models.Index(
+                fields=["buffered_slot"],
+                condition=Q(paused=False, buffered_slot__isnull=False),
+                name="continuum_schedule_buffered",
+            ),
+        ]
+        permissions = [
+            ("pause_schedule", "Can pause and resume schedules"),
+            ("trigger_schedule", "Can trigger schedules now"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -26,24 +26,32 @@ SWEEP_LOCK = int.from_bytes(b"continu", "big")
 def sweep_exclusively() -> dict[str, int] | None:
     """Run the sweep unless another process is sweeping the journal's database right now.
     Returns the sweep's counts, or None when it left the sweep to the other process."""
-    from .worker import runtime
-
     connection = connections[app_settings().DATABASE]
     if connection.vendor != "postgresql":
-        return _recorded(runtime().sweep())
+        return _recorded(_sweep())
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK])
         (held,) = cursor.fetchone()
     if not held:
         return None
     try:
-        return _recorded(runtime().sweep())
+        return _recorded(_sweep())
     finally:
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK])
         except Exception:
             connection.close()  # closing the session releases its locks too
+
+
+def _sweep() -> dict[str, int]:
+    """The engine's sweep, then the schedules' due slots."""
+    from .schedules import fire_due
+    from .worker import runtime
+
+    counts = runtime().sweep()
+    counts.update(fire_due(limit=runtime().sweep_limit))
+    return counts
 
 
 def _recorded(counts: dict[str, int]) -> dict[str, int]:

@@ -15,15 +15,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from ..models import ActivityTask, Signal, Timer, WorkflowRun, WorkflowVersion
+from ..models import ActivityTask, Schedule, Signal, Timer, WorkflowRun, WorkflowVersion
 from ..redaction import mask_keys
 from . import audit
 from .actions import ReadOnlyAdmin
 from .dead_letter import DeadLetterActions
 from .display import error_html, payload_html
 from .runs import WorkflowRunAdmin, link_to
+from .schedules import ScheduleAdmin
 
-__all__ = ["ReadOnlyAdmin", "WorkflowRunAdmin", "mask_keys"]
+__all__ = ["ReadOnlyAdmin", "ScheduleAdmin", "WorkflowRunAdmin", "mask_keys"]
 
 
 class JournalTableAdmin(ReadOnlyAdmin):
@@ -115,3 +116,4 @@ admin.site.register(ActivityTask, ActivityTaskAdmin)
 admin.site.register(Timer, TimerAdmin)
 admin.site.register(Signal, SignalAdmin)
 admin.site.register(WorkflowVersion, WorkflowVersionAdmin)
+admin.site.register(Schedule, ScheduleAdmin)

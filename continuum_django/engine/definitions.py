@@ -22,6 +22,7 @@ from .exceptions import (
 )
 from .lint import RULE_IDS, LintFinding, lint_workflow, signal_names_waited
 from .retry import RetryPolicy
+from .schedules import At, Cron, Every
 
 if TYPE_CHECKING:
     from .context import WorkflowContext
@@ -174,9 +175,43 @@ class WorkflowDefinition(Generic[P, R]):
     update_validators: dict[str, Callable[[Any], Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # Declared with ``@workflow(schedule=...)``; synced to `Schedule` rows on migrate.
+    schedules: tuple[Cron | Every, ...] = ()
 
     def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(ctx, *args, **kwargs)
+
+    def schedule(
+        self,
+        spec: Cron | Every | At | None = None,
+        *,
+        name: str | None = None,
+        namespace: str = "default",
+        cron: str | None = None,
+        tz: str = "UTC",
+        every: dt.timedelta | float | None = None,
+        **policy: Any,
+    ) -> Any:
+        """Create a schedule of this workflow at run time (see
+        `continuum_django.schedules.create`); returns its `Schedule` row. Give a spec, or
+        ``cron=`` (with ``tz=``) or ``every=`` and the spec's options (``args``,
+        ``kwargs``, ``overlap``, ``catchup``, ``catchup_window``)."""
+        from continuum_django.schedules import create
+
+        if spec is None:
+            if (cron is None) == (every is None):
+                raise TypeError("schedule() takes a spec, or one of cron= and every=")
+            spec = Cron(cron, tz=tz, **policy) if cron is not None else Every(every, **policy)  # type: ignore[arg-type]
+        elif cron is not None or every is not None or policy:
+            raise TypeError("schedule() takes a spec or cron=/every= with options, not both")
+        return create(self, spec, name=name, namespace=namespace)
+
+    def schedule_at(self, when: dt.datetime, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Start one run of this workflow at ``when`` (an aware datetime): a one-shot
+        schedule; returns its `Schedule` row."""
+        from continuum_django.schedules import schedule_at
+
+        return schedule_at(self, when, args, kwargs)
 
     def start(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Start a run of this workflow (see `continuum_django.start`); returns a `RunHandle`."""
@@ -405,6 +440,7 @@ def workflow(
     version: int = 1,
     signals: dict[str, Any] | None = None,
     waive: bool | Iterable[str] = (),
+    schedule: Cron | Every | Iterable[Cron | Every] = (),
 ) -> Callable[[Callable[Concatenate[WorkflowContext, P], R]], WorkflowDefinition[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
@@ -414,14 +450,17 @@ def workflow(
     version: int = 1,
     signals: dict[str, Any] | None = None,
     waive: bool | Iterable[str] = (),
+    schedule: Cron | Every | Iterable[Cron | Every] = (),
 ) -> Any:
     """Register a workflow function ``fn(ctx, *args, **kwargs)``; usable bare or with options.
 
     ``version`` makes ``(name, version)`` the run's durable identity: several versions of
     one name may be registered side by side, and new runs start on the newest. ``waive``
     silences the determinism lint for this function: ``True`` for every rule, or rule ids
-    such as ``("time.time", "orm")``.
+    such as ``("time.time", "orm")``. ``schedule``: one or more `Cron` / `Every` values
+    that start the workflow by themselves, synced to schedule rows on ``migrate``.
     """
+    schedules = _declared_schedules(schedule, name)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise RegistrationError(f"workflow version must be a positive int, not {version!r}")
     waived = _waived_rules(waive)
@@ -449,11 +488,30 @@ def workflow(
             signals=signals,
             lint_findings=tuple(f for f in lint_workflow(fn) if f.rule not in waived),
             waited_signals=signal_names_waited(fn),
+            schedules=schedules,
         )
         registry.add_workflow(definition)
         return definition
 
     return register(fn) if fn is not None else register
+
+
+def _declared_schedules(
+    schedule: Cron | Every | Iterable[Cron | Every], name: str | None
+) -> tuple[Cron | Every, ...]:
+    specs = (schedule,) if isinstance(schedule, Cron | Every | At) else tuple(schedule)
+    for spec in specs:
+        if not isinstance(spec, Cron | Every):
+            raise RegistrationError(
+                f"schedule= takes Cron(...) or Every(...) values, not {spec!r} (a one-shot "
+                "start is made at run time with wf.schedule_at(when, ...))"
+            )
+    if len(specs) > 1 and sum(spec.name is None for spec in specs) > 1:
+        raise RegistrationError(
+            f"workflow {name or 'with several schedules'!r} declares {len(specs)} schedules; "
+            "give each a name=, e.g. Cron('0 9 * * *', name='morning')"
+        )
+    return specs
 
 
 def _waived_rules(waive: bool | Iterable[str]) -> frozenset[str]:

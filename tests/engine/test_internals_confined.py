@@ -40,10 +40,11 @@ PRIVATE_ATTRIBUTES = frozenset(
         "queries_log",
         "queries_logged",
         "target_field",
-        "timezone",
         "wrap_database_errors",
     }
 )
+# Undocumented only on a database connection (a model may have a field of the same name).
+CONNECTION_ATTRIBUTES = frozenset({"timezone"})
 
 
 def _name(node: ast.AST) -> str:
@@ -90,6 +91,10 @@ def findings(source: str) -> list[str]:
                 continue  # the adapter's own functions
             if node.attr in PRIVATE_ATTRIBUTES:
                 found.append(f"{line}: .{node.attr}")
+            elif node.attr in CONNECTION_ATTRIBUTES and receiver.endswith(
+                ("connection", "connections")
+            ):
+                found.append(f"{line}: .{node.attr} of a connection")
             elif node.attr == "connection" and receiver.endswith(("connection", "connections")):
                 found.append(f"{line}: the raw connection (.connection of a connection)")
             elif node.attr in ("cursor", "db") and "cursor" in receiver:

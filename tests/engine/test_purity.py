@@ -54,6 +54,7 @@ def test_public_names_are_pinned() -> None:
         "WorkflowTimedOut",
         "InvalidTimeout",
         "TransactionalActivityError",
+        "Cron", "Every", "At", "Overlap", "Catchup", "ScheduleError",
     }  # fmt: skip
     for name in continuum_django.__all__:
         assert getattr(continuum_django, name) is not None

@@ -375,6 +375,7 @@ from . import (  # noqa: E402
     deadlines,  # noqa: F401
     interaction,  # noqa: F401
     reliability,  # noqa: F401
+    scheduled,  # noqa: F401
     txn,  # noqa: F401
     updates,  # noqa: F401
 )
