@@ -333,6 +333,10 @@ class WorkflowContext:
                 "schedule_to_close_timeout": definition.schedule_to_close_timeout,
                 "heartbeat_timeout": definition.heartbeat_timeout,
             }
+            if definition.flow:  # absent otherwise: histories without limits stay as they were
+                payload["flow"] = definition.flow.payload(
+                    definition.fn, definition.name, args, kwargs
+                )
             scheduled = (
                 EventType.COMPENSATION_SCHEDULED if compensation else EventType.ACTIVITY_SCHEDULED
             )

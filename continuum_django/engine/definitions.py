@@ -19,6 +19,7 @@ from .exceptions import (
     UnknownWorkflow,
     WorkflowUsageError,
 )
+from .flow import NO_FLOW_CONTROL, ConcurrencyKey, FlowControl, flow_control
 from .lint import RULE_IDS, LintFinding, lint_workflow, signal_names_waited
 from .retry import RetryPolicy
 
@@ -89,6 +90,7 @@ class ActivityDefinition(Generic[P, R]):
     heartbeat_timeout: float | None = None
     queue: str | None = None
     wants_context: bool = False
+    flow: FlowControl = NO_FLOW_CONTROL
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if in_workflow.get():
@@ -106,9 +108,23 @@ class ActivityDefinition(Generic[P, R]):
         schedule_to_close_timeout: Duration | None = None,
         heartbeat_timeout: Duration | None = None,
         queue: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        rate_limit: str | None = None,
+        priority: int | None = None,
     ) -> ActivityDefinition[P, R]:
         """This activity with per-call overrides (the registered one is unchanged)."""
         changes: dict[str, Any] = {}
+        if (concurrency, concurrency_key, rate_limit, priority) != (None, None, None, None):
+            changes["flow"] = flow_control(
+                self.fn,
+                self.name,
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
+                priority=priority,
+                base=self.flow,
+            )
         if retry is not None:
             changes["retry"] = retry
         if timeout is not None:
@@ -403,6 +419,10 @@ def activity(
     schedule_to_close_timeout: Duration | None = None,
     heartbeat_timeout: Duration | None = None,
     queue: str | None = None,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[P, R]], ActivityDefinition[P, R]]: ...
 def activity(
     fn: Callable[..., Any] | None = None,
@@ -414,6 +434,10 @@ def activity(
     schedule_to_close_timeout: Duration | None = None,
     heartbeat_timeout: Duration | None = None,
     queue: str | None = None,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Any:
     """Register an activity; usable bare or with options. An ``async def`` activity runs on
     an event loop of its own in the worker (``asyncio.run``), one attempt at a time."""
@@ -436,6 +460,14 @@ def activity(
             heartbeat_timeout=to_seconds(heartbeat_timeout, what="heartbeat_timeout"),
             queue=queue,
             wants_context="activity_context" in parameters,
+            flow=flow_control(
+                fn,
+                name or _origin(fn),
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
+                priority=priority,
+            ),
         )
         registry.add_activity(definition)
         return definition
