@@ -90,13 +90,16 @@ class FlowControl:
             if callable(key):
                 value = key(*args, **kwargs)
             else:
-                value = inspect.signature(fn).bind_partial(*args, **kwargs).arguments[key]
-        except KeyError:
-            raise FlowControlError(
-                f"activity {name!r} takes its concurrency key from argument {key!r}, "
-                "which this call did not pass",
-                activity=name,
-            ) from None
+                arguments = inspect.signature(fn).bind_partial(*args, **kwargs).arguments
+                if key not in arguments:
+                    raise FlowControlError(
+                        f"activity {name!r} takes its concurrency key from argument {key!r}, "
+                        "which this call did not pass",
+                        activity=name,
+                    )
+                value = arguments[key]
+        except FlowControlError:
+            raise
         except Exception as exc:
             raise FlowControlError(
                 f"the concurrency key of activity {name!r} could not be evaluated from the "

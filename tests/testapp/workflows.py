@@ -372,3 +372,4 @@ if VARIANT == "3":
 
 
 from . import reliability  # noqa: E402, F401
+from . import flow  # noqa: E402, F401
