@@ -372,4 +372,4 @@ if VARIANT == "3":
 
 
 from . import reliability  # noqa: E402, F401
-from . import flow  # noqa: E402, F401
+from .flow import charge_customer  # noqa: E402, F401  (flow control's workflows)
