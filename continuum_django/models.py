@@ -257,12 +257,15 @@ class ActivityTask(models.Model):
 
 
 class FlowBucket(models.Model):
-    """The rate limit of one (activity, concurrency key): attempts are spaced evenly, and
-    ``next_at`` is the earliest time the next one may start (on the database's clock)."""
+    """The rate limit of one (activity, concurrency key), on the database's clock: attempts
+    start one per interval (a generic cell-rate algorithm: ``due_at`` is when the next may
+    start, with half an interval of tolerance), and tasks that must wait are booked one
+    interval apart from ``booked_to`` on, so that they do not all wake at once."""
 
     activity = models.CharField(max_length=200)
     key = models.CharField(max_length=255, blank=True)
-    next_at = models.DateTimeField()
+    due_at = models.DateTimeField()
+    booked_to = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -270,7 +273,7 @@ class FlowBucket(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"rate of {self.activity} [{self.key}] next at {self.next_at}"
+        return f"rate of {self.activity} [{self.key}] next at {self.due_at}"
 
 
 class Timer(models.Model):

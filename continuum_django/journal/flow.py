@@ -50,38 +50,57 @@ class FlowJournal(ActivityJournal):
             if free <= 0:
                 self._wait(task, FlowState.SLOT)
                 return Throttled("concurrency", Dispatch())
-            outrank = Q(priority__gt=task.priority) | Q(priority=task.priority, pk__lt=task.pk)
-            if (
-                task.flow_state != FlowState.GRANTED
-                and self._waiting(task.activity, task.flow_key, outrank).exists()
-            ):
-                # Tasks that outrank this one wait for a slot: the free slots go to the best
-                # of those waiting, this one among them.
-                self._wait(task, FlowState.SLOT)
-                waiting = self._waiting(task.activity, task.flow_key)
-                return Throttled("concurrency", Dispatch(activities=self._grant(waiting, free)))
-        rate = limits.get("rate")
-        if rate and task.flow_state != FlowState.RATE:
-            count, seconds = rate
-            bucket, _ = FlowBucket.objects.using(self.using).get_or_create(
-                activity=task.activity, key=task.flow_key, defaults={"next_at": now}
+            # Tasks ready for a slot that outrank this one go first: those of a higher
+            # priority (waiting, or whose message has not come yet: with a backlog in the
+            # broker), and those of its priority that waited longer.
+            outrank = Q(priority__gt=task.priority) | Q(
+                priority=task.priority, pk__lt=task.pk, flow_state=FlowState.SLOT
             )
-            start = max(bucket.next_at, now)
-            bucket.next_at = start + dt.timedelta(seconds=seconds / count)
-            bucket.save(update_fields=["next_at"])
-            if start > now:
+            if task.flow_state != FlowState.GRANTED and (
+                self._ready(task.activity, task.flow_key).filter(outrank).exists()
+            ):
+                # The free slots go to the best of those ready, this one among them.
+                self._wait(task, FlowState.SLOT)
+                ready = self._ready(task.activity, task.flow_key)
+                return Throttled("concurrency", Dispatch(activities=self._grant(ready, free)))
+        rate = limits.get("rate")
+        if rate:
+            start = self._rate(task, rate, now)
+            if start is not None:
                 task.next_attempt_at = start
                 self._wait(task, FlowState.RATE, ["next_attempt_at"])
                 return Throttled("rate", Dispatch(activities=[(task.id, task.queue, start)]))
         task.flow_state = FlowState.NONE
         return None
 
+    def _rate(self, task: ActivityTask, rate: list[float], now: dt.datetime) -> dt.datetime | None:
+        """Take a start from the key's bucket: None when the attempt may start now, else the
+        time booked for it. A fresh task starts now only when nobody is booked ahead of it;
+        a booked one starts at its time unless starts that came late would crowd it (then
+        it is booked again): starts stay an interval apart even after a backlog."""
+        count, seconds = rate
+        interval = dt.timedelta(seconds=seconds / count)
+        bucket, _ = FlowBucket.objects.using(self.using).get_or_create(
+            activity=task.activity,
+            key=task.flow_key,
+            defaults={"due_at": now, "booked_to": now},
+        )
+        booked = task.flow_state == FlowState.RATE
+        if now >= bucket.due_at - interval / 2 and (booked or bucket.booked_to <= now):
+            bucket.due_at = max(bucket.due_at, now) + interval
+            bucket.save(update_fields=["due_at"])
+            return None
+        start = max(bucket.booked_to, bucket.due_at, now)
+        bucket.booked_to = start + interval
+        bucket.save(update_fields=["booked_to"])
+        return start
+
     def hand_off(self, activity: str, key: str) -> Dispatch:
-        """Grant the slots free for (``activity``, ``key``) to the tasks waiting for one, best
-        first; returns their messages."""
+        """Grant the slots free for (``activity``, ``key``) to the tasks ready for one (waiting,
+        or whose message has not come yet), best first; returns their messages."""
         with self._atomic():
             self._lock_key(activity, key)
-            waiting = self._waiting(activity, key)
+            waiting = self._ready(activity, key)
             first = waiting.values_list("flow", flat=True).first()
             if not first or not first.get("concurrency"):
                 return Dispatch()
@@ -138,14 +157,15 @@ class FlowJournal(ActivityJournal):
             | Q(status=TaskStatus.SCHEDULED, flow_state=FlowState.GRANTED)
         )
 
-    def _waiting(self, activity: str, key: str, among: Q | None = None) -> QuerySet[ActivityTask]:
-        """Tasks waiting for a slot, in grant order: highest priority, then oldest."""
-        waiting = self._tasks_of(activity, key).filter(
-            status=TaskStatus.SCHEDULED, flow_state=FlowState.SLOT
+    def _ready(self, activity: str, key: str) -> QuerySet[ActivityTask]:
+        """Tasks that could take a slot now, in grant order: those waiting for one, and those
+        due whose message has not come yet."""
+        ready = self._tasks_of(activity, key).filter(
+            status=TaskStatus.SCHEDULED,
+            next_attempt_at__lte=Now(),
+            flow_state__in=[FlowState.NONE, FlowState.SLOT],
         )
-        if among is not None:
-            waiting = waiting.filter(among)
-        return waiting.order_by("-priority", "id")
+        return ready.order_by("-priority", "id")
 
     def _grant(
         self, waiting: QuerySet[ActivityTask], free: int

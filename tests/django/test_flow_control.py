@@ -173,11 +173,20 @@ def test_a_rate_limit_spaces_starts_on_the_database_clock(engine: Runtime) -> No
     # A message that comes before its time is sent again for then.
     early = _claim(engine, tasks[1])
     assert isinstance(early, Throttled) and early.dispatch.activities[0][2] == at_second
-    # At its time, its reserved start is honoured without taking another.
-    bucket = FlowBucket.objects.get(activity="flow.rated")
+    # A booked task that comes while starts are still crowded (the bucket's next start is
+    # ahead: others started late) is booked again, behind those already booked.
     ActivityTask.objects.filter(pk=tasks[1].pk).update(next_attempt_at=PAST)
-    assert isinstance(_claim(engine, tasks[1]), ActivityClaim)
-    assert FlowBucket.objects.get(pk=bucket.pk).next_at == bucket.next_at
+    again = _claim(engine, tasks[1])
+    assert isinstance(again, Throttled) and again.dispatch.activities[0][2] == at_third + (
+        dt.timedelta(seconds=10)
+    )
+    # At its time (the bucket's clock moved there too), its booked start is honoured without
+    # booking another.
+    bucket = FlowBucket.objects.get(activity="flow.rated")
+    FlowBucket.objects.filter(pk=bucket.pk).update(due_at=PAST)
+    ActivityTask.objects.filter(pk=tasks[2].pk).update(next_attempt_at=PAST)
+    assert isinstance(_claim(engine, tasks[2]), ActivityClaim)
+    assert FlowBucket.objects.get(pk=bucket.pk).booked_to == bucket.booked_to
 
 
 def test_a_cancelled_run_does_not_keep_its_granted_slot(engine: Runtime) -> None:
