@@ -204,3 +204,23 @@ def test_a_cancelled_run_does_not_keep_its_granted_slot(engine: Runtime) -> None
     continuum.cancel(str(second.run_id), terminate=True)
     engine.sweep()
     assert _state(third) == "granted"
+
+
+def test_waiting_tasks_show_in_health_and_are_not_reported_stuck(engine: Runtime) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from continuum_django.health import health_report
+
+    first = _task(engine, flow.charge_customer, "c-1", 1)
+    second = _task(engine, flow.charge_customer, "c-1", 2)
+    assert isinstance(_claim(engine, first), ActivityClaim)
+    assert isinstance(_claim(engine, second), Throttled)
+    ActivityTask.objects.filter(pk=second.pk).update(updated_at=PAST - dt.timedelta(hours=1))
+    report = health_report()
+    assert report.throttled_activities == {"slot": 1}
+    assert report.waiting_activities.count == 0  # waiting for a slot is not being stuck
+    out = StringIO()
+    call_command("continuum_health", stdout=out)
+    assert "waiting for a concurrency slot" in out.getvalue()
