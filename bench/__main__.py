@@ -21,6 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from .flow import measure_flow
 from .report import Report
 from .suite import (
     STEPS_PER_RUN,
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         ("continuum and celery chain", lambda: measure_timed(report, sizes, logs)),
         ("database cost", lambda: measure_db_cost(report, sizes, settings_dict, logs)),
         ("raw database", lambda: measure_raw(report, sizes, settings_dict)),
+        ("flow control", lambda: measure_flow(report, sizes, logs)),
     ]
     if sizes.dbos:
         plan.append(("dbos", lambda: measure_dbos(report, sizes, settings_dict, logs)))
