@@ -13,6 +13,7 @@ from django.db.models.functions import Now
 from ..engine.events import NewEvent
 from ..engine.exceptions import LeaseLost
 from ..engine.journal import (
+    ETA_HORIZON_SECONDS,
     ActivityClaim,
     Dispatch,
     Eager,
@@ -34,6 +35,15 @@ from .runs import FINAL, RunJournal
 OPEN_TASKS = [TaskStatus.SCHEDULED, TaskStatus.RUNNING]
 
 
+def booked_message(task: ActivityTask, now: dt.datetime) -> Dispatch:
+    """The ETA message of a task booked for ``task.next_attempt_at``: none when that is
+    beyond the horizon of ETA messages (a broker holds them badly for long); the sweep
+    sends it once it is due."""
+    if (task.next_attempt_at - now).total_seconds() > ETA_HORIZON_SECONDS:
+        return Dispatch()
+    return Dispatch(activities=[(task.id, task.queue, task.next_attempt_at)])
+
+
 class _RunChanged(Exception):
     """The run changed since the speculation's basis: its transaction wrote nothing."""
 
@@ -53,8 +63,7 @@ class ActivityJournal(RunJournal):
             if task.status != TaskStatus.SCHEDULED or task.next_attempt_at > now:
                 if task.flow_state == FlowState.RATE and task.status == TaskStatus.SCHEDULED:
                     # Its ETA message came early (the worker's clock): send it again for then.
-                    again = Dispatch(activities=[(task.id, task.queue, task.next_attempt_at)])
-                    return Throttled("rate", again)
+                    return Throttled("rate", booked_message(task, now))
                 return None
             if task.schedule_deadline is not None and task.schedule_deadline <= now:
                 return None

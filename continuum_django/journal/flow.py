@@ -28,7 +28,7 @@ from django.db.models.functions import Now
 
 from ..engine.journal import ActivityClaim, Dispatch, Eager, Speculation, Throttled
 from ..models import ActivityTask, FlowBucket, FlowState, TaskStatus
-from .activities import ActivityJournal
+from .activities import ActivityJournal, booked_message
 
 # The first key of the two-int advisory locks on a flow key ("flow" in ASCII).
 FLOW_LOCK = int.from_bytes(b"flow", "big")
@@ -69,7 +69,7 @@ class FlowJournal(ActivityJournal):
             if start is not None:
                 task.next_attempt_at = start
                 self._wait(task, FlowState.RATE, ["next_attempt_at"])
-                return Throttled("rate", Dispatch(activities=[(task.id, task.queue, start)]))
+                return Throttled("rate", booked_message(task, now))
         task.flow_state = FlowState.NONE
         return None
 
@@ -96,14 +96,22 @@ class FlowJournal(ActivityJournal):
         return start
 
     def hand_off(self, activity: str, key: str) -> Dispatch:
-        """Grant the slots free for (``activity``, ``key``) to the tasks ready for one (waiting,
-        or whose message has not come yet), best first; returns their messages."""
+        """When tasks wait for a slot of (``activity``, ``key``), grant the free slots to the
+        best of the tasks ready for one (waiting, or whose message has not come yet: a
+        backlog in the broker is served by priority too); returns their messages."""
         with self._atomic():
             self._lock_key(activity, key)
-            waiting = self._ready(activity, key)
-            first = waiting.values_list("flow", flat=True).first()
+            # Only when a task waits for a slot: otherwise the ready tasks' own messages
+            # claim the free slots, and granting them would only send each a second one.
+            first = (
+                self._tasks_of(activity, key)
+                .filter(status=TaskStatus.SCHEDULED, flow_state=FlowState.SLOT)
+                .values_list("flow", flat=True)
+                .first()
+            )
             if not first or not first.get("concurrency"):
                 return Dispatch()
+            waiting = self._ready(activity, key)
             free = first["concurrency"] - self._busy(activity, key).count()
             return Dispatch(activities=self._grant(waiting, free))
 
