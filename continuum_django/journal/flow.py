@@ -23,12 +23,23 @@ import json
 from typing import Any
 
 from django.db import connections
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
 
 from ..engine.journal import ActivityClaim, Dispatch, Eager, Speculation, Throttled
 from ..models import ActivityTask, FlowBucket, FlowState, TaskStatus
 from .activities import ActivityJournal, booked_message
+
+# The attempts in flight: running under a live lease, or granted a slot.
+BUSY = Q(status=TaskStatus.RUNNING, lease_expires_at__gt=Now()) | Q(
+    status=TaskStatus.SCHEDULED, flow_state=FlowState.GRANTED
+)
+# Tasks that could take a slot now: waiting for one, or due and their message not come yet.
+READY = Q(
+    status=TaskStatus.SCHEDULED,
+    next_attempt_at__lte=Now(),
+    flow_state__in=[FlowState.NONE, FlowState.SLOT],
+)
 
 # The first key of the two-int advisory locks on a flow key ("flow" in ASCII).
 FLOW_LOCK = int.from_bytes(b"flow", "big")
@@ -45,20 +56,24 @@ class FlowJournal(ActivityJournal):
         limits: dict[str, Any] = task.flow or {}
         concurrency = limits.get("concurrency")
         if concurrency is not None:
-            busy = self._busy(task.activity, task.flow_key).exclude(pk=task.pk).count()
-            free = concurrency - busy
-            if free <= 0:
-                self._wait(task, FlowState.SLOT)
-                return Throttled("concurrency", Dispatch())
             # Tasks ready for a slot that outrank this one go first: those of a higher
             # priority (waiting, or whose message has not come yet: with a backlog in the
-            # broker), and those of its priority that waited longer.
+            # broker), and those of its priority that waited longer. One query counts both.
             outrank = Q(priority__gt=task.priority) | Q(
                 priority=task.priority, pk__lt=task.pk, flow_state=FlowState.SLOT
             )
-            if task.flow_state != FlowState.GRANTED and (
-                self._ready(task.activity, task.flow_key).filter(outrank).exists()
-            ):
+            others = self._tasks_of(task.activity, task.flow_key).filter(
+                status__in=[TaskStatus.RUNNING, TaskStatus.SCHEDULED]
+            )
+            counts = others.exclude(pk=task.pk).aggregate(
+                busy=Count("pk", filter=BUSY),
+                ahead=Count("pk", filter=READY & outrank),
+            )
+            free = concurrency - counts["busy"]
+            if free <= 0:
+                self._wait(task, FlowState.SLOT)
+                return Throttled("concurrency", Dispatch())
+            if task.flow_state != FlowState.GRANTED and counts["ahead"]:
                 # The free slots go to the best of those ready, this one among them.
                 self._wait(task, FlowState.SLOT)
                 ready = self._ready(task.activity, task.flow_key)
@@ -159,21 +174,11 @@ class FlowJournal(ActivityJournal):
         )
 
     def _busy(self, activity: str, key: str) -> QuerySet[ActivityTask]:
-        """The attempts in flight: running under a live lease, or granted a slot."""
-        return self._tasks_of(activity, key).filter(
-            Q(status=TaskStatus.RUNNING, lease_expires_at__gt=Now())
-            | Q(status=TaskStatus.SCHEDULED, flow_state=FlowState.GRANTED)
-        )
+        return self._tasks_of(activity, key).filter(BUSY)
 
     def _ready(self, activity: str, key: str) -> QuerySet[ActivityTask]:
-        """Tasks that could take a slot now, in grant order: those waiting for one, and those
-        due whose message has not come yet."""
-        ready = self._tasks_of(activity, key).filter(
-            status=TaskStatus.SCHEDULED,
-            next_attempt_at__lte=Now(),
-            flow_state__in=[FlowState.NONE, FlowState.SLOT],
-        )
-        return ready.order_by("-priority", "id")
+        """Tasks that could take a slot now (`READY`), in grant order."""
+        return self._tasks_of(activity, key).filter(READY).order_by("-priority", "id")
 
     def _grant(
         self, waiting: QuerySet[ActivityTask], free: int
