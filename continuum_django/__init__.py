@@ -27,6 +27,7 @@ from .engine.exceptions import (
     WorkflowCancelled,
     WorkflowFailed,
 )
+from .engine.flow import FlowControlError
 from .engine.retry import RetryPolicy
 from .engine.runtime import ActivityContext
 
@@ -62,6 +63,7 @@ __all__ = [
     "ChildHandle",
     "ContinuumError",
     "Event",
+    "FlowControlError",
     "LeaseLost",
     "NonRetryableError",
     "PayloadError",

@@ -49,7 +49,7 @@ def test_public_names_are_pinned() -> None:
         "RunNotActive", "PayloadError", "ReplayDriftError", "LeaseLost", "ActivityFailed",
         "NonRetryableError", "SignalTimeout", "WorkflowFailed", "WorkflowCancelled",
         "ResultTimeout", "CancellationRequested", "ChildFailed", "ChildCancelled",
-        "ChildHandle", "SignalRejected", "retry", "dead_letter",
+        "ChildHandle", "SignalRejected", "retry", "dead_letter", "FlowControlError",
     }  # fmt: skip
     for name in continuum_django.__all__:
         assert getattr(continuum_django, name) is not None
