@@ -224,3 +224,13 @@ def test_waiting_tasks_show_in_health_and_are_not_reported_stuck(engine: Runtime
     out = StringIO()
     call_command("continuum_health", stdout=out)
     assert "waiting for a concurrency slot" in out.getvalue()
+
+
+def test_a_backlog_in_the_broker_yields_to_a_higher_priority_task(engine: Runtime) -> None:
+    low = _task(engine, flow.serial_run, "low", 1)
+    high = _task(engine, flow.serial_run, "high", 7)  # its message not come yet
+    throttled = _claim(engine, low)
+    assert isinstance(throttled, Throttled)
+    assert [t for t, _, _ in throttled.dispatch.activities] == [high.id]  # granted, sent
+    assert (_state(low), _state(high)) == ("slot", "granted")
+    assert isinstance(_claim(engine, high), ActivityClaim)
