@@ -21,6 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from .flow import measure_flow
 from .report import Report
 from .schedules import measure_idle_schedules
 from .suite import (
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         ("database cost", lambda: measure_db_cost(report, sizes, settings_dict, logs)),
         ("raw database", lambda: measure_raw(report, sizes, settings_dict)),
         ("idle schedules", lambda: measure_idle_schedules(report, sizes.idle_schedules)),
+        ("flow control", lambda: measure_flow(report, sizes, logs)),
     ]
     if sizes.dbos:
         plan.append(("dbos", lambda: measure_dbos(report, sizes, settings_dict, logs)))

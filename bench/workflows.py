@@ -40,3 +40,15 @@ def sequence(ctx: Any, steps: int) -> int:
     for _ in range(steps):
         value = ctx.activity(increment, value)
     return value
+
+
+@activity(name="bench.limited", concurrency=1000, concurrency_key=lambda x: x % 10)
+def limited(x: int) -> int:
+    """A step under a concurrency limit per key that never binds: what admitting it costs."""
+    return x + 1
+
+
+@workflow(name="bench.limited_steps")
+def limited_steps(ctx: Any, x: int) -> int:
+    """The flow-control workflow: three steps like three_steps, each admitted by the claim."""
+    return ctx.activity(limited, ctx.activity(limited, ctx.activity(limited, x) - 1) - 1)  # type: ignore[no-any-return]

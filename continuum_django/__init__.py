@@ -32,6 +32,7 @@ from .engine.exceptions import (
     WorkflowFailed,
     WorkflowTimedOut,
 )
+from .engine.flow import FlowControlError
 from .engine.retry import RetryPolicy
 from .engine.runtime import ActivityContext
 from .engine.schedules import At, Catchup, Cron, Every, Overlap, ScheduleError
@@ -95,6 +96,7 @@ __all__ = [
     "Cron",
     "Event",
     "Every",
+    "FlowControlError",
     "InvalidTimeout",
     "LeaseLost",
     "NonRetryableError",

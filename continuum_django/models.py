@@ -198,6 +198,15 @@ class TaskStatus(models.TextChoices):
     DEAD_LETTERED = _TaskStatus.DEAD_LETTERED, "dead-lettered"
 
 
+class FlowState(models.TextChoices):
+    """Where a task with flow-control limits stands with them (see `ActivityTask.flow`)."""
+
+    NONE = "", "not held back"
+    SLOT = "slot", "waiting for a concurrency slot"
+    RATE = "rate", "waiting for the rate limit"
+    GRANTED = "granted", "granted a concurrency slot"
+
+
 class ActivityTaskQuerySet(models.QuerySet["ActivityTask"]):
     def open(self) -> ActivityTaskQuerySet:
         return self.filter(status__in=[TaskStatus.SCHEDULED, TaskStatus.RUNNING])
@@ -240,6 +249,15 @@ class ActivityTask(models.Model):
     error = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Flow control: the limits ({"concurrency": n, "rate": [count, seconds]}, None: none),
+    # the key they apply per (with the activity's name), the task's rank among those
+    # waiting, and whether it waits.
+    flow = models.JSONField(null=True, blank=True)
+    flow_key = models.CharField(max_length=255, blank=True, default="")
+    priority = models.IntegerField(default=0)
+    flow_state = models.CharField(
+        max_length=16, choices=FlowState.choices, default=FlowState.NONE, blank=True
+    )
 
     objects = ActivityTaskQuerySet.as_manager()
 
@@ -258,10 +276,45 @@ class ActivityTask(models.Model):
                 condition=Q(status="running"),
                 name="continuum_task_running",
             ),
+            # Attempts in flight per limit, and the tasks waiting for a slot in grant order;
+            # partial, so tasks without limits never maintain them.
+            models.Index(
+                fields=["activity", "flow_key", "status"],
+                condition=Q(flow__isnull=False),
+                name="continuum_task_flow",
+            ),
+            models.Index(
+                "activity",
+                "flow_key",
+                models.F("priority").desc(),
+                "id",
+                condition=Q(flow_state="slot"),
+                name="continuum_task_waiting",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.activity} ({self.command_id}, {self.status})"
+
+
+class FlowBucket(models.Model):
+    """The rate limit of one (activity, concurrency key), on the database's clock: attempts
+    start one per interval (a generic cell-rate algorithm: ``due_at`` is when the next may
+    start, with half an interval of tolerance), and tasks that must wait are booked one
+    interval apart from ``booked_to`` on, so that they do not all wake at once."""
+
+    activity = models.CharField(max_length=200)
+    key = models.CharField(max_length=255, blank=True)
+    due_at = models.DateTimeField()
+    booked_to = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["activity", "key"], name="continuum_flow_bucket")
+        ]
+
+    def __str__(self) -> str:
+        return f"rate of {self.activity} [{self.key}] next at {self.due_at}"
 
 
 class Timer(models.Model):

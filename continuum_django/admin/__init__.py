@@ -43,12 +43,13 @@ class ActivityTaskAdmin(DeadLetterActions, JournalTableAdmin):
         "kind",
         "queue",
         "status",
+        "flow_state",
         "attempt",
         "next_attempt_at",
         "heartbeat_at",
         "lease_owner",
     ]
-    list_filter = ["status", "kind", "queue", "activity"]
+    list_filter = ["status", "flow_state", "kind", "queue", "activity"]
     search_fields = ["run__id", "activity", "command_id"]
     list_select_related = ["run"]
     readonly_fields = ["heartbeat", "last_error", "arguments", "result_html"]

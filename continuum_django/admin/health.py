@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from ..health import WAITS, health_report
+from ..models import FlowState
 
 PROBLEMS = [
     ("overdue_runs", "Runs overdue", "owed an advance past the overdue threshold, no lease"),
@@ -38,6 +39,9 @@ class HealthPage(admin.ModelAdmin):
             "title": "Workflow health",
             "report": report,
             "waits": [(WAITS[kind], n) for kind, n in report.runs_by_wait.items()],
+            "throttled": [
+                (FlowState(state).label, n) for state, n in report.throttled_activities.items()
+            ],
             "problems": [(label, help, getattr(report, name)) for name, label, help in PROBLEMS],
         }
         return TemplateResponse(request, "admin/continuum/health.html", context)

@@ -376,6 +376,10 @@ class WorkflowContext:
             }
             if definition.transactional:  # only then: older histories keep their payloads
                 payload["transactional"] = True
+            if definition.flow:  # absent otherwise: histories without limits stay as they were
+                payload["flow"] = definition.flow.payload(
+                    definition.fn, definition.name, args, kwargs
+                )
             scheduled = (
                 EventType.COMPENSATION_SCHEDULED if compensation else EventType.ACTIVITY_SCHEDULED
             )

@@ -20,6 +20,7 @@ from .exceptions import (
     UnknownWorkflow,
     WorkflowUsageError,
 )
+from .flow import NO_FLOW_CONTROL, ConcurrencyKey, FlowControl, flow_control
 from .lint import RULE_IDS, LintFinding, lint_workflow, signal_names_waited
 from .retry import RetryPolicy
 from .schedules import At, Cron, Every
@@ -119,6 +120,7 @@ class ActivityDefinition(Generic[P, R]):
     transactional: bool = False
     # The database alias a transactional body writes to (None: the journal's).
     using: str | None = None
+    flow: FlowControl = NO_FLOW_CONTROL
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if in_workflow.get():
@@ -136,9 +138,24 @@ class ActivityDefinition(Generic[P, R]):
         schedule_to_close_timeout: Duration | None = None,
         heartbeat_timeout: Duration | None = None,
         queue: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        rate_limit: str | None = None,
+        priority: int | None = None,
     ) -> ActivityDefinition[P, R]:
         """This activity with per-call overrides (the registered one is unchanged)."""
         changes: dict[str, Any] = {}
+        if (concurrency, concurrency_key, rate_limit, priority) != (None, None, None, None):
+            changes["flow"] = flow_control(
+                self.fn,
+                self.name,
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
+                priority=priority,
+                base=self.flow,
+            )
+            _check_flow_alone(self.name, changes["flow"], self.transactional)
         if retry is not None:
             changes["retry"] = retry
         if timeout is not None:
@@ -543,6 +560,10 @@ def activity(
     queue: str | None = None,
     transactional: bool = False,
     using: str | None = None,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[P, R]], ActivityDefinition[P, R]]: ...
 def activity(
     fn: Callable[..., Any] | None = None,
@@ -556,6 +577,10 @@ def activity(
     queue: str | None = None,
     transactional: bool = False,
     using: str | None = None,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Any:
     """Register an activity; usable bare or with options. An ``async def`` activity runs on
     an event loop of its own in the worker (``asyncio.run``), one attempt at a time.
@@ -584,6 +609,15 @@ def activity(
         if transactional:
             _check_transactional(name or _origin(fn), fn, heartbeat_timeout)
         parameters = inspect.signature(fn).parameters
+        flow = flow_control(
+            fn,
+            name or _origin(fn),
+            concurrency=concurrency,
+            concurrency_key=concurrency_key,
+            rate_limit=rate_limit,
+            priority=priority,
+        )
+        _check_flow_alone(name or _origin(fn), flow, transactional)
         definition: ActivityDefinition[..., Any] = ActivityDefinition(
             fn=fn,
             name=name or _origin(fn),
@@ -597,11 +631,22 @@ def activity(
             wants_context="activity_context" in parameters,
             transactional=transactional,
             using=using,
+            flow=flow,
         )
         registry.add_activity(definition)
         return definition
 
     return register(fn) if fn is not None else register
+
+
+def _check_flow_alone(name: str, flow: FlowControl, transactional: bool) -> None:
+    """Refuse limits on a transactional activity: its attempt runs in the transaction that
+    journals its end, where a slot could be neither waited for nor handed on."""
+    if transactional and flow.limited:
+        raise RegistrationError(
+            f"activity {name!r}: a transactional activity cannot take concurrency or "
+            "rate_limit; limit the workflow's other activities, or drop transactional=True"
+        )
 
 
 def _check_transactional(

@@ -76,6 +76,8 @@ class ActivityClaim:
     retry: RetryPolicy
     timeout_reason: str = ""
     kind: str = "activity"
+    # The task's concurrency key when it has flow-control limits (None: it has none).
+    flow_key: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -96,7 +98,18 @@ class ActivityClaim:
             retry=RetryPolicy.from_json(task.retry),
             timeout_reason=reason,
             kind=task.kind,
+            flow_key=task.flow_key if getattr(task, "flow", None) else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """A claim refused because the task is over a flow-control limit: it waits in the
+    journal, and ``dispatch`` holds the message that wakes it (if any: a task waiting for a
+    concurrency slot is woken when one frees)."""
+
+    reason: str
+    dispatch: Dispatch
 
 
 @dataclass(slots=True)
@@ -348,7 +361,10 @@ class Journal(Protocol):
 
     def claim_activity(
         self, task_id: int, owner: str, lease_seconds: float
-    ) -> ActivityClaim | None: ...
+    ) -> ActivityClaim | Throttled | None:
+        """Lease the task's next attempt; `Throttled` when a flow-control limit makes it
+        wait (a journal without flow control never returns it); None when not claimable."""
+        ...
 
     def renew_activity(
         self,
@@ -497,6 +513,18 @@ def task_fields(payload: dict[str, Any]) -> dict[str, Any]:
         "schedule_to_close_timeout": payload.get("schedule_to_close_timeout"),
         "heartbeat_timeout": payload.get("heartbeat_timeout"),
     }
+
+
+def flow_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """Flow-control columns of an activity task from an ``activity_scheduled`` payload."""
+    flow = payload.get("flow")
+    if not flow:
+        return {}
+    fields: dict[str, Any] = {"priority": flow.get("priority", 0)}
+    if flow.get("concurrency") is not None or flow.get("rate") is not None:
+        fields["flow"] = {"concurrency": flow.get("concurrency"), "rate": flow.get("rate")}
+        fields["flow_key"] = flow.get("key", "")
+    return fields
 
 
 def seconds_after(moment: dt.datetime, seconds: float | None) -> dt.datetime | None:

@@ -32,6 +32,7 @@ from .journal import (
     RunClaim,
     Speculation,
     StaleClaim,
+    Throttled,
     VersionKeys,
     outcome_type,
 )
@@ -275,6 +276,9 @@ class Runtime:
         claim = self.journal.claim_activity(task_id, self.worker_id, self.lease_seconds)
         if claim is None:
             return "skipped"
+        if isinstance(claim, Throttled):  # it waits in the journal; the dispatch wakes it
+            self.dispatcher.send(claim.dispatch)
+            return "throttled"
         until = self.monotonic() + self.eager_seconds
         try:
             outcome, step = self._complete(claim, None, self.eager_steps)

@@ -12,7 +12,7 @@ from django.db.models.functions import Now
 from kombu.exceptions import OperationalError
 
 from ..conf import app_settings
-from ..models import ActivityTask, RunStatus, SweepRecord, TaskStatus, Timer, WorkflowRun
+from ..models import ActivityTask, FlowState, RunStatus, SweepRecord, TaskStatus, Timer, WorkflowRun
 from ..models import WorkflowVersion as Version
 from .report import (
     WAITS,
@@ -98,7 +98,9 @@ def health_report(
             "lease_expires_at",
         ),
         waiting_activities=(
-            Q(status=TaskStatus.SCHEDULED, next_attempt_at__lte=now, updated_at__lt=stuck),
+            # Not those waiting for a concurrency slot: a hand-off wakes them, not the clock.
+            Q(status=TaskStatus.SCHEDULED, next_attempt_at__lte=now, updated_at__lt=stuck)
+            & ~Q(flow_state=FlowState.SLOT),
             "updated_at",
         ),
         failing_activities=(Q(error__isnull=False), "updated_at"),
@@ -132,6 +134,7 @@ def health_report(
         sweep=_sweep(using),
         workers=_workers(using, answers),
         queues=_queues(tasks, answers, broker_error),
+        throttled_activities=_throttled(tasks),
     )
     found = reasons(report)
     return replace(report, status="degraded" if found else "ok", reasons=found)
@@ -202,6 +205,12 @@ def _failing(tasks: QuerySet[ActivityTask]) -> list[FailingActivity]:
             "id", "run_id", "activity", "status", "attempt", "retry", "next_attempt_at", "error"
         )
     ]
+
+
+def _throttled(tasks: QuerySet[ActivityTask]) -> dict[str, int]:
+    """Open tasks held back by flow control, by state."""
+    rows = tasks.exclude(flow_state="").values("flow_state").annotate(n=Count("pk"))
+    return {row["flow_state"]: row["n"] for row in rows.order_by("flow_state")}
 
 
 def _sweep(using: str) -> Sweep:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from django.utils import timezone
@@ -103,6 +103,10 @@ class HealthReport:
     sweep: Sweep
     workers: Workers
     queues: Queues
+    # Open activity tasks held back by flow control, by state ("slot": waiting for a
+    # concurrency slot, "rate": booked for a later start, "granted": a slot on its way).
+    # Waiting is their normal course, not a problem.
+    throttled_activities: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

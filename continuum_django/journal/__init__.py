@@ -10,11 +10,11 @@ way round.
 
 from __future__ import annotations
 
-from .activities import ActivityJournal
 from .base import to_event
+from .flow import FlowJournal
 
 
-class OrmJournal(ActivityJournal):
+class OrmJournal(FlowJournal):
     """The journal on the database ``using`` (``CONTINUUM["DATABASE"]``)."""
 
 

@@ -17,10 +17,12 @@ from django.db.models.functions import Now
 from ..engine.events import NewEvent
 from ..engine.exceptions import LeaseLost, TransactionalActivityError
 from ..engine.journal import (
+    ETA_HORIZON_SECONDS,
     ActivityClaim,
     Dispatch,
     Eager,
     Speculation,
+    Throttled,
     attempt_lost,
     check_attempt,
     expiry_reason,
@@ -29,7 +31,7 @@ from ..engine.journal import (
     seconds_after,
     timeout_error,
 )
-from ..models import TERMINAL, ActivityTask, TaskStatus, WorkflowRun
+from ..models import TERMINAL, ActivityTask, FlowState, TaskStatus, WorkflowRun
 from . import internals
 from .base import LEASED_TASK_FIELDS, activity_claim, past_deadline, to_event
 from .lean import AttemptLost, Guarded, Pending
@@ -45,6 +47,15 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 logger = logging.getLogger("continuum")
 
 
+def booked_message(task: ActivityTask, now: dt.datetime) -> Dispatch:
+    """The ETA message of a task booked for ``task.next_attempt_at``: none when that is
+    beyond the horizon of ETA messages (a broker holds them badly for long); the sweep
+    sends it once it is due."""
+    if (task.next_attempt_at - now).total_seconds() > ETA_HORIZON_SECONDS:
+        return Dispatch()
+    return Dispatch(activities=[(task.id, task.queue, task.next_attempt_at)])
+
+
 class _RunChanged(Exception):
     """The run changed since the speculation's basis: its transaction wrote nothing."""
 
@@ -56,18 +67,33 @@ class ActivityJournal(RunJournal):
 
     def claim_activity(
         self, task_id: int, owner: str, lease_seconds: float
-    ) -> ActivityClaim | None:
+    ) -> ActivityClaim | Throttled | None:
         with self._atomic():
             task, now = self._lock_task(task_id)
             if task is None or now is None:
                 return None
             if task.status != TaskStatus.SCHEDULED or task.next_attempt_at > now:
+                if task.flow_state == FlowState.RATE and task.status == TaskStatus.SCHEDULED:
+                    # Its ETA message came early (the worker's clock): send it again for then.
+                    return Throttled("rate", booked_message(task, now))
                 return None
             if task.schedule_deadline is not None and task.schedule_deadline <= now:
                 return None
+            if task.flow is not None:
+                throttled = self.admit(task, now)
+                if throttled is not None:
+                    return throttled
             lease_task(task, owner, lease_seconds, now)
-            self.sql.update(task, LEASED_TASK_FIELDS)
+            fields = (
+                LEASED_TASK_FIELDS if task.flow is None else [*LEASED_TASK_FIELDS, "flow_state"]
+            )
+            self.sql.update(task, fields)
             return activity_claim(task)
+
+    def admit(self, task: ActivityTask, now: dt.datetime) -> Throttled | None:
+        """Flow control of a task with limits, at its claim (see `journal.flow.FlowJournal`,
+        which enforces them): None lets the attempt start."""
+        return None
 
     def renew_activity(
         self,
@@ -436,6 +462,7 @@ class ActivityJournal(RunJournal):
                     status=TaskStatus.SCHEDULED,
                     next_attempt_at__lte=Now() - dt.timedelta(seconds=grace_seconds),
                 )
+                .exclude(flow_state=FlowState.SLOT)  # woken by a hand-off, not by the clock
                 .values_list("id", "queue")[:limit]
             )
             ActivityTask.objects.using(self.using).filter(pk__in=[t[0] for t in tasks]).update(

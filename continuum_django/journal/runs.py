@@ -25,6 +25,7 @@ from ..engine.journal import (
     VersionKeys,
     child_outcome,
     child_run,
+    flow_fields,
     lease_task,
     quarantine_detail,
     seconds_after,
@@ -572,9 +573,13 @@ class RunJournal(OrmBase):
                         next_attempt_at=now,
                         schedule_deadline=deadline,
                         **fields,
+                        **flow_fields(row.payload or {}),
                     )
                 )
-        leased = next((t for t in tasks if eager and t.queue == eager.queue), None)
+        # A task with flow-control limits is admitted by its claim, never leased here.
+        leased = next(
+            (t for t in tasks if eager and t.queue == eager.queue and t.flow is None), None
+        )
         if leased is not None and eager is not None:
             lease_task(leased, eager.owner, eager.lease_seconds, now)
         return tasks, leased

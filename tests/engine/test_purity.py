@@ -55,6 +55,7 @@ def test_public_names_are_pinned() -> None:
         "InvalidTimeout",
         "TransactionalActivityError",
         "Cron", "Every", "At", "Overlap", "Catchup", "ScheduleError",
+        "FlowControlError",
     }  # fmt: skip
     for name in continuum_django.__all__:
         assert getattr(continuum_django, name) is not None

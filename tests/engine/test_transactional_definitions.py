@@ -60,3 +60,14 @@ def test_using_is_only_for_transactional_activities() -> None:
         activity(name="tests.engine.txn.using", using="ledger")
     with pytest.raises(RegistrationError, match="must be a database alias"):
         activity(name="tests.engine.txn.using", transactional=True, using="")
+
+
+def test_limits_on_a_transactional_activity_are_refused() -> None:
+    def body(customer: str) -> None:
+        return None
+
+    with pytest.raises(RegistrationError, match="cannot take concurrency or rate_limit"):
+        activity(name="tests.engine.txn.limited", transactional=True, concurrency=1)(body)
+    with pytest.raises(RegistrationError, match="cannot take concurrency or rate_limit"):
+        write.with_options(rate_limit="5/s")
+    assert write.with_options(priority=3).flow.priority == 3  # priority alone is no limit

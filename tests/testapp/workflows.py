@@ -379,3 +379,4 @@ from . import (  # noqa: E402
     txn,  # noqa: F401
     updates,  # noqa: F401
 )
+from .flow import charge_customer  # noqa: E402, F401  (flow control's workflows)

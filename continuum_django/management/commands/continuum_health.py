@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
 from continuum_django.health import WAITS, HealthReport, Problem, Thresholds, health_report, when
+from continuum_django.models import FlowState
 
 DEFAULTS = Thresholds()
 
@@ -95,6 +96,10 @@ def render_text(report: HealthReport) -> str:
     lines.append("waiting for:")
     for kind, n in report.runs_by_wait.items():
         lines.append(f"  {WAITS[kind]:<26}{n:>8}")
+    if report.throttled_activities:
+        lines.append("activities held back by flow control:")
+        for state, n in report.throttled_activities.items():
+            lines.append(f"  {FlowState(state).label:<32}{n:>8}")
     lines.append("problems:")
     for name in [
         "overdue_runs",
