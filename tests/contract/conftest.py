@@ -190,14 +190,20 @@ class OrmHarness(Harness):
         Timer.objects.filter(run_id=run_id).update(fire_at=self._past())
 
     def make_retries_due(self) -> bool:
+        from django.db.models import Q
         from django.db.models.functions import Now
 
         from continuum_django.models import ActivityTask
 
-        waiting = ActivityTask.objects.filter(status="scheduled", next_attempt_at__gt=Now())
+        # A retry still waiting out its delay, and any scheduled task no hint is queued for:
+        # on a busy machine a short delay may have passed before this looks, and such a task
+        # would then wait for a sweep that never comes.
+        waiting = ActivityTask.objects.filter(status="scheduled").filter(
+            Q(next_attempt_at__gt=Now()) | ~Q(pk__in=self.sent.activities)
+        )
         ids = list(waiting.values_list("id", flat=True))
         ActivityTask.objects.filter(pk__in=ids).update(next_attempt_at=self._past())
-        self.sent.activities.extend(ids)
+        self.sent.activities.extend(i for i in ids if i not in self.sent.activities)
         return bool(ids)
 
     def task_ids(self, run_id: str) -> list[int]:
