@@ -40,3 +40,16 @@ def sequence(ctx: Any, steps: int) -> int:
     for _ in range(steps):
         value = ctx.activity(increment, value)
     return value
+
+
+@workflow(name="bench.sleeper")
+def sleeper(ctx: Any, seconds: float) -> int:
+    """The scale phase's sleeping runs: one durable timer, then done."""
+    ctx.sleep(seconds)
+    return 1
+
+
+@workflow(name="bench.waiter")
+def waiter(ctx: Any) -> Any:
+    """The scale phase's runs waiting on a signal."""
+    return ctx.wait_signal("go")

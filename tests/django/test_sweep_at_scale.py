@@ -1,0 +1,74 @@
+"""The sweep at size: every query it sends has an index path (its cost does not grow with
+finished runs), and a burst of due timers larger than one sweep is swept without a pause."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from continuum_django.models import ActivityTask, Timer
+from continuum_django.sweeper import Sweeper
+from continuum_django.worker import runtime
+from tests.factories import RunFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _finished_run_with_tasks() -> None:
+    run = RunFactory(status="completed")
+    ActivityTask.objects.bulk_create(
+        ActivityTask(
+            run=run,
+            command_id=f"{i}:activity:a",
+            activity="a",
+            queue="continuum",
+            status="completed",
+            next_attempt_at="2000-01-01T00:00Z",
+        )
+        for i in range(3)
+    )
+
+
+def test_every_sweep_query_has_an_index_path() -> None:
+    for _ in range(5):
+        _finished_run_with_tasks()
+    with CaptureQueriesContext(connection) as sent:
+        runtime().sweep()
+    selects = [q["sql"] for q in sent.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(selects) >= 4  # timers, late attempts, lost tasks, lost runs
+    for sql in selects:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Tiny tables favour a sequential scan; forbid it to see whether an index can
+            # serve the query at all (on a large journal the planner prefers the index).
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Seq Scan" not in plan, f"{sql}\n{plan}"
+
+
+def test_the_late_attempts_query_uses_the_open_tasks_index() -> None:
+    _finished_run_with_tasks()
+    with CaptureQueriesContext(connection) as sent:
+        runtime().journal.expired_activities(500)
+    (sql,) = [q["sql"] for q in sent.captured_queries]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "continuum_task_open" in plan, plan
+
+
+def test_a_burst_larger_than_one_sweep_is_swept_without_waiting_an_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime(), "sweep_limit", 2)
+    for i in range(5):
+        Timer.objects.create(
+            run=RunFactory(status="suspended"),
+            command_id=f"{i}:timer:sleep",
+            fire_at="2000-01-01T00:00Z",
+        )
+    sweeper = Sweeper(3600.0)  # its next interval is an hour away: only the burst sweeps
+    assert sweeper.sweep_burst() == 3  # 2 + 2 + 1
+    assert not Timer.objects.filter(fired=False).exists()
