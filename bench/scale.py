@@ -66,6 +66,7 @@ POINT_FIGURES = {
     "result_ms": "time",
     "sweep_ms": "time",
     "sweep_statements": "time",
+    "sweep_db_ms": "time",
     "timer_lateness_p50_s": "time",
     "timer_lateness_p99_s": "time",
     "admin_run_list_ms": "time",
@@ -83,7 +84,14 @@ SCALE_TARGETS = [
             "at size within 1.2x of the empty-table figure",
             "x",
         )
-        for name in ("steps_per_s", "latency_p50_ms", "latency_p95_ms", "result_ms", "sweep_ms")
+        for name in (
+            "steps_per_s",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "result_ms",
+            "sweep_ms",
+            "sweep_db_ms",
+        )
     ),
     Target(
         "scale_sweep_statements",
@@ -350,10 +358,19 @@ def measure_point(
         values = [percentile(r, pct) * 1000 for r in rounds]
         keep(f"latency_p{pct}_ms", median(values), "ms", values)
     keep("result_ms", median(time_result(templates.finished, sizes.samples)) * 1000, "ms")
-    durations, statements, plans = time_sweeps(sizes.samples, explain)
+    durations, statements, plans = time_sweeps(sizes.samples)
     keep("sweep_ms", median(durations) * 1000, "ms")
     keep("sweep_statements", median(statements), "statements")
-    for index, plan in enumerate(plans, start=1):
+    # The database's own time for the sweep's queries (EXPLAIN ANALYZE's execution time,
+    # summed): what grows with the tables, without this process's scheduling noise.
+    executed = [
+        float(line.split(":", 1)[1].split()[0])
+        for plan in plans
+        for line in plan
+        if line.startswith("Execution Time:")
+    ]
+    keep("sweep_db_ms", sum(executed), "ms")
+    for index, plan in enumerate(plans if explain else [], start=1):
         for line in plan:
             report.note(f"explain sweep statement {index}: {line}")
     lateness = timer_burst(worker, templates.sleeper, sizes.burst_timers, f"{point}-burst")
@@ -393,10 +410,9 @@ class _Statements:
         return execute(sql, params, many, context)
 
 
-def time_sweeps(samples: int, explain: bool) -> tuple[list[float], list[int], list[list[str]]]:
+def time_sweeps(samples: int) -> tuple[list[float], list[int], list[list[str]]]:
     """Sweeps in this process (the worker's sweeps go on meanwhile): duration, statements,
-    and, with ``explain``, the plan of each query of the last one (EXPLAIN ANALYZE, rolled
-    back)."""
+    and the plan of each query of the last one (EXPLAIN ANALYZE, rolled back)."""
     from django.db import connection, transaction
 
     from continuum_django.worker import runtime
@@ -413,14 +429,13 @@ def time_sweeps(samples: int, explain: bool) -> tuple[list[float], list[int], li
             durations.append(time.perf_counter() - began)
         statements.append(len(sent.sent))
     plans: list[list[str]] = []
-    if explain:
-        for sql, params in sent.sent:
-            if not sql.lstrip().upper().startswith("SELECT"):
-                continue
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params)
-                plans.append([sql] + [row[0] for row in cursor.fetchall()])
-                transaction.set_rollback(True)
+    for sql, params in sent.sent:
+        if not sql.lstrip().upper().startswith("SELECT"):
+            continue
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params)
+            plans.append([sql] + [row[0] for row in cursor.fetchall()])
+            transaction.set_rollback(True)
     return durations, statements, plans
 
 
