@@ -7,9 +7,11 @@ count, and pages through the rest with a query parameter per section (``?events=
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Page, Paginator
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -57,3 +59,34 @@ def section(
         next_url=url(page.next_page_number()) if page.has_next() else "",
         last_url=url(last) if page.number < last else "",
     )
+
+
+class EstimatedCountPaginator(Paginator):
+    """Django's paginator, except that an unfiltered list of a large table is counted from
+    Postgres's statistics (``pg_class.reltuples``, kept by autovacuum's ANALYZE) instead
+    of a ``COUNT(*)``, which reads every row: about a second at a million runs. A filtered
+    list, a small table and other databases get the exact count."""
+
+    exact_below = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        estimate = _estimated_rows(self.object_list)
+        if estimate is not None and estimate >= self.exact_below:
+            return estimate
+        return int(super().count)
+
+
+def _estimated_rows(queryset: Any) -> int | None:
+    if not isinstance(queryset, QuerySet) or queryset.query.where or queryset.query.distinct:
+        return None
+    connection = connections[queryset.db]
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            [connection.ops.quote_name(queryset.model._meta.db_table)],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] >= 0 else None

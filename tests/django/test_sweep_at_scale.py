@@ -72,3 +72,33 @@ def test_a_burst_larger_than_one_sweep_is_swept_without_waiting_an_interval(
     sweeper = Sweeper(3600.0)  # its next interval is an hour away: only the burst sweeps
     assert sweeper.sweep_burst() == 3  # 2 + 2 + 1
     assert not Timer.objects.filter(fired=False).exists()
+
+
+def test_the_unfiltered_run_list_is_counted_from_statistics_when_large(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from continuum_django.admin.paging import EstimatedCountPaginator
+    from continuum_django.models import WorkflowRun
+
+    for _ in range(3):
+        RunFactory(status="completed")
+    RunFactory(status="failed")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE continuum_workflowrun")
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_below", 2)
+    every = EstimatedCountPaginator(WorkflowRun.objects.all(), 50)
+    with CaptureQueriesContext(connection) as sent:
+        assert every.count == 4  # ANALYZE of a small table counts every row
+    assert not any("COUNT(" in q["sql"] for q in sent.captured_queries)
+    failed = EstimatedCountPaginator(WorkflowRun.objects.filter(status="failed"), 50)
+    assert failed.count == 1  # a filtered list is counted exactly
+
+
+def test_a_small_run_table_is_counted_exactly() -> None:
+    from continuum_django.admin.paging import EstimatedCountPaginator
+    from continuum_django.models import WorkflowRun
+
+    RunFactory(status="completed")
+    with CaptureQueriesContext(connection) as sent:
+        assert EstimatedCountPaginator(WorkflowRun.objects.all(), 50).count == 1
+    assert any("COUNT(" in q["sql"] for q in sent.captured_queries)
