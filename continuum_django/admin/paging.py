@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from django.contrib import admin
 from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -90,3 +91,32 @@ def _estimated_rows(queryset: Any) -> int | None:
         )
         row = cursor.fetchone()
     return int(row[0]) if row and row[0] >= 0 else None
+
+
+class IndexedValuesFilter(admin.AllValuesFieldListFilter):
+    """Django's filter by a column's values, its choices found on Postgres by walking the
+    column's b-tree index (a recursive query that jumps from each value to the next, at
+    most ``max_choices``) instead of a ``SELECT DISTINCT`` that reads every run (about
+    half a second at a million runs). Other databases keep Django's query."""
+
+    max_choices = 100
+
+    def __init__(
+        self, field: Any, request: Any, params: Any, model: Any, model_admin: Any, field_path: str
+    ) -> None:
+        super().__init__(field, request, params, model, model_admin, field_path)
+        connection = connections[model_admin.get_queryset(request).db]
+        if connection.vendor != "postgresql":
+            return
+        quote = connection.ops.quote_name
+        table, column = quote(model._meta.db_table), quote(field.column)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH RECURSIVE v (x) AS ((SELECT {column} FROM {table}"
+                f" WHERE {column} IS NOT NULL ORDER BY 1 LIMIT 1) UNION ALL"
+                f" SELECT (SELECT {column} FROM {table} WHERE {column} > v.x ORDER BY 1 LIMIT 1)"
+                " FROM v WHERE v.x IS NOT NULL)"
+                " SELECT x FROM v WHERE x IS NOT NULL LIMIT %s",
+                [self.max_choices],
+            )
+            self.lookup_choices = [row[0] for row in cursor.fetchall()]  # type: ignore[assignment]

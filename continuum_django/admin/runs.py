@@ -21,7 +21,7 @@ from . import timeline, triage
 from .actions import RunActions
 from .display import error_html, payload_html, text_html
 from .health import HealthPage
-from .paging import EstimatedCountPaginator, section
+from .paging import EstimatedCountPaginator, IndexedValuesFilter, section
 from .triage import ParkedFilter, TriageFilter, moment
 
 
@@ -89,8 +89,8 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         "status",
         TriageFilter,
         ParkedFilter,
-        "workflow_name",
-        "namespace",
+        ("workflow_name", IndexedValuesFilter),
+        ("namespace", IndexedValuesFilter),
         "workflow_version",
     ]
     search_fields = ["id", "idempotency_key"]
