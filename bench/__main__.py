@@ -47,6 +47,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, help="prefork processes of the worker (2)")
     parser.add_argument("--long-steps", type=int, help="activities of the long workflow (1000)")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS peer")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale phase instead of the suite: figures on empty tables, then on a "
+        "journal of 1,000,000 finished runs and 110,000 sleeping ones, and their ratios",
+    )
+    scale.add_argument(
+        "--scale-small",
+        action="store_true",
+        help="the scale phase at a fiftieth of the size: finishes in minutes",
+    )
     return parser.parse_args(argv)
 
 
@@ -64,9 +76,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
-def setup() -> dict[str, Any]:
+def setup(settings_module: str = "bench.settings") -> dict[str, Any]:
     """Fresh database and Redis db, migrated; Django and the Celery app ready in this process."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     import django
     import redis
     from django.conf import settings
@@ -139,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return soak(argv[1:])
     began = time.monotonic()
-    sizes = sizes_from(parse_args(argv))
+    args = parse_args(argv)
+    if args.scale or args.scale_small:
+        return main_scale(args, began)
+    sizes = sizes_from(args)
     logs = Path(tempfile.mkdtemp(prefix="continuum-bench-"))
     report = Report()
     settings_dict = setup()
@@ -161,6 +176,32 @@ def main(argv: list[str] | None = None) -> int:
         report.line("dbos: skipped (--smoke or --no-dbos)")
     ratios(report)
     report.targets()
+    report.line("")
+    report.figure("bench.wall_time", time.monotonic() - began, "s")
+    return 0
+
+
+def main_scale(args: argparse.Namespace, began: float) -> int:
+    """The scale phase: its own empty-table figures, the seeding, the figures at size."""
+    from .scale import ScaleSizes, measure_scale
+
+    scale = ScaleSizes.small() if args.scale_small else ScaleSizes()
+    overrides = {"runs": args.runs, "repeats": args.repeats, "concurrency": args.concurrency}
+    scale = dataclasses.replace(scale, **{k: v for k, v in overrides.items() if v is not None})
+    logs = Path(tempfile.mkdtemp(prefix="continuum-bench-"))
+    report = Report()
+    settings_dict = setup("bench.scale_settings")
+    sizes = dataclasses.replace(
+        Sizes(), runs=scale.runs, repeats=scale.repeats, latency_runs=scale.latency_runs,
+        concurrency=scale.concurrency, label=scale.label,
+    )  # fmt: skip
+    header(report, sizes, settings_dict, logs)
+    report.note(
+        f"scale: {scale.finished_runs} finished runs (10 events each), {scale.sleeping_runs}"
+        f" asleep on timers, {scale.waiting_runs} waiting on signals, bursts of"
+        f" {scale.burst_timers} timers"
+    )
+    measure_scale(report, scale, logs)
     report.line("")
     report.figure("bench.wall_time", time.monotonic() - began, "s")
     return 0

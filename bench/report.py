@@ -31,10 +31,19 @@ class Target:
     goal: float
     at_most: bool  # True: met when value <= goal; False: met when value >= goal
     what: str
+    unit: str = ""  # printed after the value; default: "x" for a ratio, else "per step"
 
 
 # The targets, each computed from figures measured in the same run.
 TARGETS = [
+    Target(
+        "cpu_per_run_vs_dbos",
+        "cpu.continuum.total_ms_per_run",
+        "cpu.dbos.total_ms_per_run",
+        0.5,
+        True,
+        "headline: CPU per run (every process, Postgres included) <= 0.5x DBOS's",
+    ),
     Target(
         "throughput_vs_dbos",
         "throughput.continuum.steps_per_s",
@@ -125,10 +134,12 @@ class Report:
         value = self.figures[numerator] / self.figures[denominator]
         return self.figure(f"ratio.{name}", value, "x")
 
-    def targets(self) -> None:
+    def targets(
+        self, targets: Sequence[Target] = TARGETS, title: str = "targets (measured in this run)"
+    ) -> None:
         self.line("")
-        self.note("targets (measured in this run)")
-        for target in TARGETS:
+        self.note(title)
+        for target in targets:
             value = self._target_value(target)
             sign = "<=" if target.at_most else ">="
             if value is None:
@@ -136,7 +147,7 @@ class Report:
                 continue
             met = value <= target.goal if target.at_most else value >= target.goal
             verdict = "met" if met else "NOT MET"
-            unit = "x" if target.denominator else "per step"
+            unit = target.unit or ("x" if target.denominator else "per step")
             self.line(
                 f"target.{target.name}: {_fmt(value)} {unit}  goal {sign} {target.goal:g}  "
                 f"{verdict}  ({target.what})"

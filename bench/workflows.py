@@ -52,3 +52,16 @@ def limited(x: int) -> int:
 def limited_steps(ctx: Any, x: int) -> int:
     """The flow-control workflow: three steps like three_steps, each admitted by the claim."""
     return ctx.activity(limited, ctx.activity(limited, ctx.activity(limited, x) - 1) - 1)  # type: ignore[no-any-return]
+
+
+@workflow(name="bench.sleeper")
+def sleeper(ctx: Any, seconds: float) -> int:
+    """The scale phase's sleeping runs: one durable timer, then done."""
+    ctx.sleep(seconds)
+    return 1
+
+
+@workflow(name="bench.waiter")
+def waiter(ctx: Any) -> Any:
+    """The scale phase's runs waiting on a signal."""
+    return ctx.wait_signal("go")

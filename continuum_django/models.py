@@ -291,6 +291,13 @@ class ActivityTask(models.Model):
                 condition=Q(flow_state="slot"),
                 name="continuum_task_waiting",
             ),
+            # Serves the sweep's search for late attempts (`expired_activities`): only open
+            # tasks, so its cost does not grow with the finished runs' completed tasks.
+            models.Index(
+                fields=["id"],
+                condition=Q(status__in=["scheduled", "running"]),
+                name="continuum_task_open",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -62,6 +62,12 @@ def _recorded(counts: dict[str, int]) -> dict[str, int]:
     return counts
 
 
+def _full(counts: dict[str, int] | None) -> bool:
+    from .worker import runtime
+
+    return counts is not None and counts.get("timers_fired", 0) >= runtime().sweep_limit
+
+
 class Sweeper(threading.Thread):
     """Sweeps every ``interval`` seconds in a worker's main process until stopped."""
 
@@ -81,9 +87,18 @@ class Sweeper(threading.Thread):
             # when it forks a new child.
             connections[app_settings().DATABASE].close()
 
+    def sweep_burst(self) -> int:
+        """Tick; while a tick fired as many timers as one sweep may (a burst fell due at
+        once), tick again at once rather than leave the rest an interval late. Returns the
+        ticks taken."""
+        ticks = 1
+        while _full(self.tick()) and not self._stopping.is_set():
+            ticks += 1
+        return ticks
+
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
-            self.tick()
+            self.sweep_burst()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -31,7 +31,7 @@ from . import timeline, triage
 from .actions import RunActions
 from .display import error_html, payload_html, text_html
 from .health import HealthPage
-from .paging import section
+from .paging import EstimatedCountPaginator, IndexedValuesFilter, section
 from .triage import ParkedFilter, TriageFilter, moment
 
 
@@ -115,8 +115,8 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         TriageFilter,
         ParkedFilter,
         DeadlineFilter,
-        "workflow_name",
-        "namespace",
+        ("workflow_name", IndexedValuesFilter),
+        ("namespace", IndexedValuesFilter),
         "workflow_version",
     ]
     search_fields = ["id", "idempotency_key"]
@@ -127,6 +127,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
     date_hierarchy = "created_at"
     list_per_page = 50
     show_full_result_count = False
+    paginator = EstimatedCountPaginator  # no COUNT(*) of every run for the unfiltered list
     change_form_template = "admin/continuum/workflowrun/change_form.html"
     fieldsets = [
         (
