@@ -146,3 +146,11 @@ def test_the_run_list_reads_no_column_of_every_run_for_its_filters(admin_client:
     assert str(new.pk) in listed and str(old.pk) not in listed
     refused = admin_client.get(url, {"workflow_version": "two"})
     assert refused.status_code == 302 and "e=1" in refused["Location"]
+    dated = admin_client.get(
+        url,
+        {
+            "created_at__gte": "2000-01-01 00:00:00+00:00",
+            "created_at__lt": "2100-01-01 00:00:00+00:00",
+        },
+    )
+    assert dated.status_code == 200 and str(new.pk) in dated.content.decode()
