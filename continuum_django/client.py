@@ -230,11 +230,8 @@ def _new_run(
         timeout=timeout,
         max_payload_bytes=settings.MAX_PAYLOAD_BYTES,
         max_payload_depth=settings.max_payload_depth,
+        flow=flow,
     )
-    flow = flow or definition.flow
-    if flow.limited:
-        started = flow.start_payload(definition.fn, definition.name, args, dict(kwargs or {}))
-        new = replace(new, flow=started)
     if settings.OPENTELEMETRY:
         from .tracing import start_context
 
