@@ -99,8 +99,11 @@ class StartFlow(OrmBase):
     # -- helpers -------------------------------------------------------------
 
     def _runs_waiting(self) -> QuerySet[WorkflowRun]:
-        return WorkflowRun.objects.using(self.using).filter(
-            flow__isnull=False, flow_state=FlowState.SLOT, status=RunStatus.PENDING
+        """Runs waiting for a start slot (live: the `continuum_run_flow` index's condition)."""
+        return (
+            WorkflowRun.objects.using(self.using)
+            .filter(flow__isnull=False, flow_state=FlowState.SLOT, status=RunStatus.PENDING)
+            .exclude(status__in=TERMINAL)
         )
 
     def _runs_of(self, workflow: str, key: str) -> QuerySet[WorkflowRun]:
