@@ -256,7 +256,7 @@ def test_bad_limits_are_refused_at_declaration(options: dict[str, Any], complain
 
 
 def test_bad_limits_are_refused_by_options() -> None:
-    with pytest.raises(FlowControlError, match="concurrency of workflow 'startflow.serial'"):
+    with pytest.raises(FlowControlError, match=r"concurrency of workflow 'startflow\.serial'"):
         startflow.serial.options(concurrency=-1)
 
 
