@@ -19,6 +19,7 @@ from . import lifecycle
 from .conf import app_settings
 from .engine import codec
 from .engine.definitions import (
+    START_FLOW_OPTIONS,
     Duration,
     WorkflowDefinition,
     bind_arguments,
@@ -34,6 +35,7 @@ from .engine.exceptions import (
     WorkflowCancelled,
     run_failure,
 )
+from .engine.flow import ConcurrencyKey, FlowControl
 from .engine.journal import NewRun
 from .engine.local import new_run
 from .engine.updates import UPDATE_PREFIX
@@ -76,9 +78,14 @@ def check_start_options(
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
     timeout: Duration | None = None,
+    **flow: Any,
 ) -> None:
     """Refuse a bad start option with a `ValueError` naming it (``attributes`` are checked
-    by the codec when the run starts); `WorkflowDefinition.options` calls it too."""
+    by the codec when the run starts, the limits in ``flow`` by `start_flow`);
+    `WorkflowDefinition.options` calls it too."""
+    unknown = sorted(set(flow) - set(START_FLOW_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown start option {unknown[0]!r}")
     check_timeout(timeout)
     if idempotency_key is not None:
         limit = _max_length(WorkflowRun, "idempotency_key")
@@ -155,6 +162,9 @@ def start(
     namespace: str = "default",
     attributes: dict[str, Any] | None = None,
     timeout: Duration | None = None,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    priority: int | None = None,
 ) -> RunHandle:
     """Start a run in the caller's transaction; its first advance is sent on commit.
 
@@ -162,9 +172,15 @@ def start(
     for this workflow) is returned instead of a new one. With ``timeout`` (seconds or a
     timedelta), the run is ended as failed with `WorkflowTimedOut` if it has not
     finished that long after it was stored (a deadline its successors keep).
+    ``concurrency``, ``concurrency_key`` and ``priority`` override the workflow's start
+    limits for this start: over its limit, the run is stored but waits for a live run of
+    its key to end (see docs/guides/flow-control.md).
     """
     definition = _definition(workflow)
-    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout)
+    flow = definition.start_flow(
+        concurrency=concurrency, concurrency_key=concurrency_key, priority=priority
+    )
+    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout, flow)
     conf = app_settings()
     engine = runtime()
     run_id, created, dispatch = engine.journal.create_run(new)
@@ -194,8 +210,10 @@ def _new_run(
     namespace: str,
     attributes: dict[str, Any] | None,
     timeout: Duration | None = None,
+    flow: FlowControl | None = None,
 ) -> NewRun:
-    """The run `start` (or `signal_with_start`) would insert, every input checked."""
+    """The run `start` (or `signal_with_start`) would insert, every input checked, its
+    start limits (``flow``, the workflow's declared ones by default) evaluated."""
     _check_start(definition, args, kwargs)
     check_start_options(
         idempotency_key=idempotency_key, namespace=namespace, attributes=attributes,
@@ -212,6 +230,7 @@ def _new_run(
         timeout=timeout,
         max_payload_bytes=settings.MAX_PAYLOAD_BYTES,
         max_payload_depth=settings.max_payload_depth,
+        flow=flow,
     )
     if settings.OPENTELEMETRY:
         from .tracing import start_context
@@ -232,6 +251,9 @@ def signal_with_start(
     attributes: dict[str, Any] | None = None,
     dedupe_key: str | None = None,
     timeout: Duration | None = None,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    priority: int | None = None,
 ) -> RunHandle:
     """Deliver ``signal`` to the run holding ``idempotency_key``, starting that run first
     when none does; both in the caller's transaction, atomically (the first advance is
@@ -246,7 +268,10 @@ def signal_with_start(
         raise ValueError(
             "signal_with_start needs an idempotency_key: it names the run to signal or start"
         )
-    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout)
+    flow = definition.start_flow(
+        concurrency=concurrency, concurrency_key=concurrency_key, priority=priority
+    )
+    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout, flow)
     encoded = _signal_payload(signal, payload, dedupe_key)
     check_signal(definition, signal, codec.decode(encoded))
     conf = app_settings()

@@ -41,6 +41,15 @@ class ParkReason(models.TextChoices):
     ERROR = "error", "failing advances (quarantined)"
 
 
+class FlowState(models.TextChoices):
+    """Where a task with flow-control limits stands with them (see `ActivityTask.flow`)."""
+
+    NONE = "", "not held back"
+    SLOT = "slot", "waiting for a concurrency slot"
+    RATE = "rate", "waiting for the rate limit"
+    GRANTED = "granted", "granted a concurrency slot"
+
+
 class WorkflowRunQuerySet(models.QuerySet["WorkflowRun"]):
     def live(self) -> WorkflowRunQuerySet:
         return self.exclude(status__in=TERMINAL)
@@ -103,6 +112,18 @@ class WorkflowRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Start limits (``@workflow(concurrency=...)``): ``{"concurrency": N}``, NULL when none;
+    # the key the limit applies per; whether the run waits for a slot (``slot``, not
+    # advanced until a live run of its key ends); its rank among those waiting.
+    flow = models.JSONField(null=True, blank=True)
+    flow_key = models.CharField(max_length=255, blank=True, default="")
+    flow_state = models.CharField(
+        max_length=16,
+        choices=[(FlowState.NONE, FlowState.NONE.label), (FlowState.SLOT, FlowState.SLOT.label)],
+        default=FlowState.NONE,
+        blank=True,
+    )
+    priority = models.IntegerField(default=0)
 
     objects = WorkflowRunQuerySet.as_manager()
 
@@ -137,6 +158,12 @@ class WorkflowRun(models.Model):
                 fields=["finished_at"],
                 condition=Q(finished_at__isnull=False),
                 name="continuum_run_finished",
+            ),
+            # Live runs with start limits: admission counts them and grants slots in order.
+            models.Index(
+                fields=["workflow_name", "flow_key", "flow_state"],
+                condition=Q(flow__isnull=False) & ~Q(status__in=TERMINAL),
+                name="continuum_run_flow",
             ),
         ]
         permissions = [
@@ -196,15 +223,6 @@ class TaskStatus(models.TextChoices):
     FAILED = _TaskStatus.FAILED
     CANCELLED = _TaskStatus.CANCELLED
     DEAD_LETTERED = _TaskStatus.DEAD_LETTERED, "dead-lettered"
-
-
-class FlowState(models.TextChoices):
-    """Where a task with flow-control limits stands with them (see `ActivityTask.flow`)."""
-
-    NONE = "", "not held back"
-    SLOT = "slot", "waiting for a concurrency slot"
-    RATE = "rate", "waiting for the rate limit"
-    GRANTED = "granted", "granted a concurrency slot"
 
 
 class ActivityTaskQuerySet(models.QuerySet["ActivityTask"]):

@@ -21,6 +21,7 @@ from ..engine.journal import TIMED_OUT
 from ..models import (
     TERMINAL,
     ActivityTask,
+    FlowState,
     ParkReason,
     RunStatus,
     Timer,
@@ -104,6 +105,8 @@ def wait_reason(run: WorkflowRun) -> str:
     if run.park_reason:
         return f"parked: {run.get_park_reason_display()}"
     prefix = "cancelling; " if run.cancel_requested else ""
+    if run.status == RunStatus.PENDING and run.flow_state == FlowState.SLOT:
+        return prefix + f"a start slot of {run.flow_key or 'its workflow'} (flow control)"
     if run.status == RunStatus.PENDING:
         return prefix + "a worker to start it"
     if run.status == RunStatus.RUNNING:
@@ -138,6 +141,7 @@ class WorkflowRunAdmin(HealthPage, RunActions):
         TriageFilter,
         ParkedFilter,
         DeadlineFilter,
+        "flow_state",
         ("workflow_name", IndexedValuesFilter),
         ("namespace", IndexedValuesFilter),
         VersionFilter,

@@ -546,6 +546,9 @@ class WorkflowContext:
         }
         if timeout is not None:
             payload["timeout"] = timeout
+        flow = definition.flow.start_payload(definition.fn, definition.name, args, kwargs)
+        if flow is not None:  # admitted like a start (see `continuum_django.journal.starts_flow`)
+            payload["flow"] = flow
         self._emit(EventType.CHILD_STARTED, command_id, payload)
         return ChildHandle(self, command_id, definition.name, run_id)
 

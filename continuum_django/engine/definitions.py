@@ -194,6 +194,8 @@ class WorkflowDefinition(Generic[P, R]):
     )
     # Declared with ``@workflow(schedule=...)``; synced to `Schedule` rows on migrate.
     schedules: tuple[Cron | Every, ...] = ()
+    # Limits on its live runs (``@workflow(concurrency=...)``), admitted by the journal.
+    flow: FlowControl = NO_FLOW_CONTROL
 
     def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(ctx, *args, **kwargs)
@@ -248,15 +250,35 @@ class WorkflowDefinition(Generic[P, R]):
         )
 
     def options(self, **options: Any) -> StartOptions[P, R]:
-        """Start options (``idempotency_key``, ``namespace``, ``attributes``, ``timeout``)
+        """Start options (``idempotency_key``, ``namespace``, ``attributes``, ``timeout``,
+        and ``concurrency``, ``concurrency_key``, ``priority`` over the declared limits)
         for `start`; a bad one is refused here, with a `ValueError` (an unknown one with a
         `TypeError`). Passed to ``ctx.child`` / ``ctx.start_child``, only ``timeout``."""
         check_timeout(options.get("timeout"))
-        if set(options) - {"timeout"}:  # the others are checked against the run's columns
+        self.start_flow(**{k: options[k] for k in START_FLOW_OPTIONS if k in options})
+        if set(options) - {"timeout", *START_FLOW_OPTIONS}:  # checked against the run's columns
             from continuum_django.client import check_start_options
 
             check_start_options(**options)
         return StartOptions(workflow=self, options=options)
+
+    def start_flow(
+        self,
+        *,
+        concurrency: int | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
+    ) -> FlowControl:
+        """This workflow's start limits with one start's overrides, checked."""
+        return flow_control(
+            self.fn,
+            self.name,
+            concurrency=concurrency,
+            concurrency_key=concurrency_key,
+            priority=priority,
+            base=self.flow,
+            kind="workflow",
+        )
 
     def update_validator(self, name: str) -> Callable[[V], V]:
         """Register the decorated ``fn(payload)`` as the validator of updates called ``name``.
@@ -298,6 +320,10 @@ class StartOptions(Generic[P, R]):
         return signal_with_start(
             self.workflow, signal, payload, list(args), dict(kwargs), **self.options
         )
+
+
+# The start options that set a run's limits (`WorkflowDefinition.start_flow`).
+START_FLOW_OPTIONS = ("concurrency", "concurrency_key", "priority")
 
 
 def _is_types(rule: Any) -> bool:
@@ -458,6 +484,9 @@ def workflow(
     signals: dict[str, Any] | None = None,
     waive: bool | Iterable[str] = (),
     schedule: Cron | Every | Iterable[Cron | Every] = (),
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[Concatenate[WorkflowContext, P], R]], WorkflowDefinition[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
@@ -468,6 +497,9 @@ def workflow(
     signals: dict[str, Any] | None = None,
     waive: bool | Iterable[str] = (),
     schedule: Cron | Every | Iterable[Cron | Every] = (),
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    priority: int | None = None,
 ) -> Any:
     """Register a workflow function ``fn(ctx, *args, **kwargs)``; usable bare or with options.
 
@@ -476,6 +508,9 @@ def workflow(
     silences the determinism lint for this function: ``True`` for every rule, or rule ids
     such as ``("time.time", "orm")``. ``schedule``: one or more `Cron` / `Every` values
     that start the workflow by themselves, synced to schedule rows on ``migrate``.
+    ``concurrency`` (per ``concurrency_key``: a parameter name or a function of the start's
+    arguments) bounds the runs live at once; a start over it waits, stored, for a run to
+    end, the waiting ones taken by ``priority`` then age (see docs/guides/flow-control.md).
     """
     schedules = _declared_schedules(schedule, name)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -506,6 +541,14 @@ def workflow(
             lint_findings=tuple(f for f in lint_workflow(fn) if f.rule not in waived),
             waited_signals=signal_names_waited(fn),
             schedules=schedules,
+            flow=flow_control(
+                fn,
+                name or _origin(fn),
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
+                priority=priority,
+                kind="workflow",
+            ),
         )
         registry.add_workflow(definition)
         return definition

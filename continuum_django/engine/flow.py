@@ -1,9 +1,12 @@
-"""Flow control: an activity's concurrency, concurrency key, rate limit and priority.
+"""Flow control: an activity's (or a workflow start's) concurrency, concurrency key, rate
+limit and priority.
 
 The options are checked when the activity is declared; the key is evaluated from the call's
 arguments when a workflow schedules the activity (so it is deterministic on replay) and
 travels in the ``activity_scheduled`` payload. The journal enforces the limits when an
-attempt is claimed (see ``continuum_django.journal.flow``).
+attempt is claimed (see ``continuum_django.journal.flow``). A workflow's limits work the
+same way on its starts: the key is evaluated from the start's arguments and travels in the
+``run_started`` payload (see `start_flow` and ``continuum_django.journal.starts_flow``).
 """
 
 from __future__ import annotations
@@ -82,7 +85,32 @@ class FlowControl:
             payload["rate"] = self.rate_limit.to_json() if self.rate_limit else None
         return payload
 
-    def _key(self, fn: Callable[..., Any], name: str, args: Any, kwargs: Any) -> str:
+    def start_payload(
+        self, fn: Callable[..., Any], name: str, args: Any, kwargs: Any
+    ) -> dict[str, Any] | None:
+        """What the ``run_started`` event of a start of workflow ``name`` (``fn(ctx, ...)``)
+        records: its concurrency limit, evaluated key and priority; None when it has no
+        limit (a priority alone orders nothing: only waiting starts are ordered)."""
+        if self.concurrency is None:
+            return None
+        return {
+            "concurrency": self.concurrency,
+            "key": self._key(fn, name, args, kwargs, kind="workflow", skip=1),
+            "priority": self.priority,
+        }
+
+    def _key(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        args: Any,
+        kwargs: Any,
+        *,
+        kind: str = "activity",
+        skip: int = 0,
+    ) -> str:
+        """The key of a call of ``fn`` with ``args``/``kwargs``; ``skip``: leading parameters
+        the call does not pass (a workflow's ``ctx``)."""
         key = self.concurrency_key
         if key is None:
             return ""
@@ -90,28 +118,28 @@ class FlowControl:
             if callable(key):
                 value = key(*args, **kwargs)
             else:
-                arguments = inspect.signature(fn).bind_partial(*args, **kwargs).arguments
-                if key not in arguments:
+                bound = inspect.signature(fn).bind_partial(*[None] * skip, *args, **kwargs)
+                if key not in bound.arguments:
                     raise FlowControlError(
-                        f"activity {name!r} takes its concurrency key from argument {key!r}, "
+                        f"{kind} {name!r} takes its concurrency key from argument {key!r}, "
                         "which this call did not pass",
-                        activity=name,
+                        **{kind: name},
                     )
-                value = arguments[key]
+                value = bound.arguments[key]
         except FlowControlError:
             raise
         except Exception as exc:
             raise FlowControlError(
-                f"the concurrency key of activity {name!r} could not be evaluated from the "
+                f"the concurrency key of {kind} {name!r} could not be evaluated from the "
                 f"call's arguments: {type(exc).__name__}: {exc}",
-                activity=name,
+                **{kind: name},
             ) from exc
         text = value if isinstance(value, str) else str(value)
         if len(text) > MAX_KEY_CHARS:
             raise FlowControlError(
-                f"the concurrency key of activity {name!r} is {len(text)} characters long; "
+                f"the concurrency key of {kind} {name!r} is {len(text)} characters long; "
                 f"keep it under {MAX_KEY_CHARS}",
-                activity=name,
+                **{kind: name},
             )
         return text
 
@@ -128,36 +156,38 @@ def flow_control(
     rate_limit: str | None = None,
     priority: int | None = None,
     base: FlowControl | None = None,
+    kind: str = "activity",
 ) -> FlowControl:
-    """Check the options of activity ``name`` (``fn``) and return them, over ``base``."""
+    """Check the options of activity ``name`` (``fn``) and return them, over ``base``
+    (``kind="workflow"``: of a workflow's starts)."""
     base = base or NO_FLOW_CONTROL
     if concurrency is not None and (
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
     ):
         raise FlowControlError(
-            f"concurrency of activity {name!r} must be a positive int, not {concurrency!r}"
+            f"concurrency of {kind} {name!r} must be a positive int, not {concurrency!r}"
         )
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-        raise FlowControlError(f"priority of activity {name!r} must be an int, not {priority!r}")
+        raise FlowControlError(f"priority of {kind} {name!r} must be an int, not {priority!r}")
     if isinstance(concurrency_key, str):
         parameters = inspect.signature(fn).parameters
         takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
         if concurrency_key not in parameters and not takes_any:
             raise FlowControlError(
-                f"concurrency_key of activity {name!r} names {concurrency_key!r}, which is not "
+                f"concurrency_key of {kind} {name!r} names {concurrency_key!r}, which is not "
                 f"one of its parameters ({', '.join(parameters) or 'none'}); give a parameter "
                 "name or a function of the arguments"
             )
     elif concurrency_key is not None and not callable(concurrency_key):
         raise FlowControlError(
-            f"concurrency_key of activity {name!r} must be a parameter name or a function of "
+            f"concurrency_key of {kind} {name!r} must be a parameter name or a function of "
             f"the arguments, not {concurrency_key!r}"
         )
     merged = FlowControl(
         concurrency=concurrency if concurrency is not None else base.concurrency,
         concurrency_key=concurrency_key if concurrency_key is not None else base.concurrency_key,
         rate_limit=(
-            parse_rate(rate_limit, what=f"rate_limit of activity {name!r}")
+            parse_rate(rate_limit, what=f"rate_limit of {kind} {name!r}")
             if rate_limit is not None
             else base.rate_limit
         ),
@@ -165,7 +195,7 @@ def flow_control(
     )
     if merged.concurrency_key is not None and not merged.limited:
         raise FlowControlError(
-            f"activity {name!r} has a concurrency_key but no concurrency or rate_limit "
+            f"{kind} {name!r} has a concurrency_key but no concurrency or rate_limit "
             "for it to limit"
         )
     return merged

@@ -180,6 +180,9 @@ class NewRun:
     # clock), or the ``deadline`` a continued run hands its successor.
     timeout: float | None = None
     deadline: dt.datetime | None = None
+    # The run's start limits, evaluated (`FlowControl.start_payload`): it is admitted only
+    # while fewer than ``concurrency`` runs of its workflow and ``key`` are live.
+    flow: dict[str, Any] | None = None
 
     def started_payload(self) -> dict[str, Any]:
         """The payload of the run's ``run_started`` event."""
@@ -203,6 +206,8 @@ class NewRun:
             payload["timeout"] = self.timeout
         if self.deadline is not None:
             payload["deadline"] = self.deadline.isoformat()
+        if self.flow is not None:
+            payload["flow"] = self.flow
         return payload
 
     def deadline_at(self, now: dt.datetime) -> dt.datetime | None:
@@ -230,6 +235,7 @@ def child_run(parent_id: str, event: Event) -> NewRun:
         parent_command_id=event.command_id,
         chain_root_id=p["run_id"],
         timeout=p.get("timeout"),
+        flow=p.get("flow"),
     )
 
 
@@ -245,10 +251,11 @@ def successor_run(
     chain_root_id: str,
     state: dict[str, Any] | None = None,
     deadline: dt.datetime | None = None,
+    flow: dict[str, Any] | None = None,
 ) -> NewRun:
     """The run a ``run_continued`` event asks for: same chain, same parent, fresh history,
     the published ``state`` carried over and the same deadline (a deadline bounds the
-    whole chain)."""
+    whole chain), and its predecessor's start limits (``flow``: it takes over its slot)."""
     p = event.payload
     return NewRun(
         run_id=p["next_run_id"],
@@ -267,6 +274,7 @@ def successor_run(
         chain_root_id=chain_root_id,
         state=dict(state or {}),
         deadline=deadline,
+        flow=flow,
     )
 
 

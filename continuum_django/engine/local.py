@@ -12,6 +12,7 @@ from . import codec
 from .clock import FakeClock
 from .context import EngineConfig
 from .definitions import (
+    START_FLOW_OPTIONS,
     Duration,
     Registry,
     StartOptions,
@@ -19,6 +20,7 @@ from .definitions import (
     check_timeout,
     registry,
 )
+from .flow import FlowControl
 from .journal import Dispatch, NewRun, RunStatus
 from .memory import MemoryJournal
 from .runtime import Runtime
@@ -36,10 +38,15 @@ def new_run(
     max_payload_depth: int = codec.DEFAULT_MAX_DEPTH,
     run_id: str | None = None,
     timeout: Duration | None = None,
+    flow: FlowControl | None = None,
 ) -> NewRun:
     """Validate and encode what starting ``definition`` needs; raises `PayloadError`.
     The args and kwargs are one input: ``max_payload_bytes`` bounds them together.
-    ``timeout``: the run's deadline, that long after it is stored (see `check_timeout`)."""
+    ``timeout``: the run's deadline, that long after it is stored (see `check_timeout`).
+    ``flow``: the start's limits (the workflow's declared ones by default), its key
+    evaluated from the arguments; raises `FlowControlError` when it cannot be."""
+    flow = flow or definition.flow
+    limits_of_start = flow.start_payload(definition.fn, definition.name, args, dict(kwargs or {}))
     limits: dict[str, Any] = {"max_bytes": max_payload_bytes, "max_depth": max_payload_depth}
     what = f"input of workflow {definition.name!r}"
     call = codec.encode_many(
@@ -56,6 +63,7 @@ def new_run(
         idempotency_key=idempotency_key,
         seed=secrets.randbits(63),
         timeout=check_timeout(timeout),
+        flow=limits_of_start,
     )
 
 
@@ -108,7 +116,9 @@ class LocalRunner:
             workflow = workflow.workflow
         names = self.runtime.registry
         definition = names.workflow(workflow) if isinstance(workflow, str) else workflow
-        new = new_run(definition, args, kwargs, **options)
+        limits = {k: options.pop(k) for k in START_FLOW_OPTIONS if k in options}
+        # Recorded in run_started, not enforced: the in-memory journal admits every start.
+        new = new_run(definition, args, kwargs, flow=definition.start_flow(**limits), **options)
         run_id, _, dispatch = self.journal.create_run(new)
         self.dispatcher.send(dispatch)
         return run_id

@@ -403,6 +403,7 @@ class MemoryJournal:
                 chain_root_id=run.chain_root_id,
                 state=run.state,
                 deadline=run.deadline,
+                flow=(run.events[0].payload or {}).get("flow"),  # recorded, not enforced
             ),
             now,
             dispatch,

@@ -39,6 +39,7 @@ def wait_kind() -> Case:
     timers = Timer.objects.filter(run=run, fired=False, cancelled=False)
     return Case(
         When(~Q(park_reason=""), then=Value("parked")),
+        When(status=RunStatus.PENDING, flow_state=FlowState.SLOT, then=Value("slot")),
         When(status=RunStatus.PENDING, then=Value("start")),
         When(status=RunStatus.RUNNING, then=Value("replay")),
         When(Exists(ActivityTask.objects.filter(OPEN_TASK, run=run)), then=Value("activity")),
@@ -84,7 +85,10 @@ def health_report(
     live = sum(by_status.values())
 
     unleased = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
-    owed = Q(status__in=[RunStatus.PENDING, RunStatus.RUNNING]) | Q(next_wakeup_at__isnull=False)
+    # Not runs waiting for a start slot: a run's end wakes them, not the clock.
+    owed = (
+        Q(status__in=[RunStatus.PENDING, RunStatus.RUNNING]) & ~Q(flow_state=FlowState.SLOT)
+    ) | Q(next_wakeup_at__isnull=False)
     run_problems = _problems(
         runs,
         overdue_runs=(Q(park_reason="", next_wakeup_at__lt=overdue) & unleased, "next_wakeup_at"),

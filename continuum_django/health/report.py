@@ -12,6 +12,7 @@ from django.utils import timezone
 # it per run in detail); `probe.wait_kind` checks them in this order, the first that holds wins.
 WAITS = {
     "parked": "an operator (parked)",
+    "slot": "a start slot (flow control)",
     "start": "a worker to start it",
     "replay": "a replay under way",
     "activity": "an activity",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import connections, transaction
 from django.db.models.functions import Now
@@ -18,6 +18,7 @@ from ..engine.journal import ActivityClaim, Dispatch, NewRun, RunClaim
 from ..models import (
     TERMINAL,
     ActivityTask,
+    FlowState,
     RunStatus,
     Signal,
     TaskStatus,
@@ -53,6 +54,22 @@ LEASED_TASK_FIELDS = [
     "status", "attempt", "lease_token", "lease_owner", "lease_expires_at",
     "attempt_deadline", "heartbeat_deadline", "updated_at",
 ]  # fmt: skip
+
+
+def start_columns(new: NewRun) -> dict[str, Any]:
+    """The columns of a run with start limits (``new.flow``): inserted waiting for a slot
+    (no wake-up; see `StartFlow.admit_start`), unless it continues a run that held one."""
+    flow = new.flow
+    if flow is None:
+        return {}
+    columns: dict[str, Any] = {
+        "flow": {"concurrency": flow["concurrency"]},
+        "flow_key": flow.get("key", ""),
+        "priority": flow.get("priority", 0),
+    }
+    if new.continued_from_id is None:
+        columns.update(flow_state=FlowState.SLOT, next_wakeup_at=None)
+    return columns
 
 
 def activity_claim(task: ActivityTask, reason: str = "") -> ActivityClaim:
@@ -240,8 +257,12 @@ class OrmBase:
         return rows
 
     def _wake(self, run: WorkflowRun, now: dt.datetime, dispatch: Dispatch) -> list[str]:
-        """Mark the run as needing an advance; returns the fields to save."""
+        """Mark the run as needing an advance; returns the fields to save. A run waiting
+        for a start slot only notes the change, until it is granted one (or is cancelled:
+        it then ends without one)."""
         run.revision += 1
+        if run.__dict__.get("flow_state") == FlowState.SLOT and not run.cancel_requested:
+            return WAKE_FIELDS
         if run.next_wakeup_at is None or run.next_wakeup_at > now:
             run.next_wakeup_at = now
         dispatch.runs.append((str(run.id), None))
@@ -299,6 +320,7 @@ class OrmBase:
         """Insert a run and its run_started event; its first advance goes out on commit.
         A ``timeout`` makes its deadline from ``now``, the database's clock (without one,
         the caller sets the deadline: see `RunJournal.create_run`)."""
+        columns: dict[str, Any] = {"next_wakeup_at": Now(), **start_columns(new)}
         run = self.sql.new(
             WorkflowRun,
             id=new.run_id,
@@ -315,9 +337,9 @@ class OrmBase:
             continued_from_id=new.continued_from_id,
             chain_root_id=new.chain_root_id or new.run_id,
             deadline=new.deadline if now is None else new.deadline_at(now),
-            next_wakeup_at=Now(),
             last_seq=1,
             revision=1,
+            **columns,
         )
         started = self.sql.new(
             WorkflowEvent,
@@ -328,7 +350,8 @@ class OrmBase:
             created_at=Now(),
         )
         self.sql.insert_together([run], [started])  # one statement, when it commits alone
-        dispatch.runs.append((str(run.id), None))
+        if run.next_wakeup_at is not None:  # else it waits for a start slot
+            dispatch.runs.append((str(run.id), None))
         return run
 
     def _lease_run(

@@ -57,6 +57,7 @@ from .base import (
 )
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
 from .starts import signed_start
+from .starts_flow import StartFlow, start_limits
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 # Events whose commands write more than a task row (a timer, a child run, a consumed signal).
@@ -103,6 +104,17 @@ def _first(claim: RunClaim) -> bool:
     return claim.optimistic and claim.revision == 1 and len(claim.history) == 1
 
 
+def _limited(claim: RunClaim, activation: Activation) -> bool:
+    """Whether ``activation`` ends a run with start limits, whose slot its end hands on (see
+    `StartFlow`), or starts a child with some, which is admitted as it is inserted."""
+    if activation.outcome in FINAL and start_limits(claim) is not None:
+        return True
+    return any(
+        event.type == EventType.CHILD_STARTED and (event.payload or {}).get("flow")
+        for event in activation.events
+    )
+
+
 def _closed(events: list[Any]) -> bool:
     """Whether a run whose history is ``events`` leaves nothing open when it ends: no timer
     or child run ever, and every activity or compensation scheduled has its outcome (its
@@ -118,8 +130,17 @@ def _closed(events: list[Any]) -> bool:
     return not scheduled
 
 
-class RunJournal(OrmBase):
+class RunJournal(StartFlow, OrmBase):
     def create_run(self, new: NewRun) -> tuple[str, bool, Dispatch]:
+        if new.flow is not None:  # admitted in the insert's transaction (`admit_start`)
+            with self._atomic():
+                run_id, created, dispatch = self._create_run(new)
+                if created:
+                    self.admit_start(new, dispatch)
+                return run_id, created, dispatch
+        return self._create_run(new)
+
+    def _create_run(self, new: NewRun) -> tuple[str, bool, Dispatch]:
         key = {
             "namespace": new.namespace,
             "workflow_name": new.workflow_name,
@@ -356,7 +377,11 @@ class RunJournal(OrmBase):
 
     def _foldable(self, claim: RunClaim, activation: Activation) -> bool:
         """Whether `_write_run` can write this activation: it suspends the run, or ends a run
-        without a parent (whose row would have to be locked first)."""
+        without a parent (whose row would have to be locked first); and it neither ends a
+        run with start limits nor starts a child with some (their slots are handed on or
+        admitted by reads that a pipelined transaction cannot make: see `_limited`)."""
+        if _limited(claim, activation):
+            return False
         return activation.outcome == Outcome.SUSPENDED or (
             activation.outcome in FINAL and not claim.parent_run_id
         )
@@ -366,6 +391,8 @@ class RunJournal(OrmBase):
         `single` holds): its commands write nothing but task rows, and it suspends the run,
         or ends a run without a parent that leaves nothing open (see `_closed`)."""
         if any(event.type in WIDE_EVENTS for event in activation.events):
+            return False
+        if _limited(claim, activation):
             return False
         if activation.outcome != Outcome.SUSPENDED and (
             activation.outcome not in FINAL
@@ -537,7 +564,10 @@ class RunJournal(OrmBase):
                 if (fire_at - now).total_seconds() <= ETA_HORIZON_SECONDS:
                     dispatch.runs.append((str(run.id), fire_at))
             elif row.type == EventType.CHILD_STARTED:
-                self._insert_run(child_run(str(run.id), to_event(row)), dispatch, now)
+                child = child_run(str(run.id), to_event(row))
+                self._insert_run(child, dispatch, now)
+                if child.flow is not None:  # admitted like a start
+                    self.admit_start(child, dispatch)
             elif row.type == EventType.SIGNAL_RECEIVED:
                 signals = Signal.objects.using(self.using)
                 signals.filter(pk=payload["signal_id"]).update(consumed_by=row)
@@ -621,6 +651,8 @@ class RunJournal(OrmBase):
         for child_id in self._live_children(run) if ends.children else []:
             child, _ = self._lock_run(child_id)
             self._cancel(child, "the parent run ended", False, now, dispatch)
+        if run.__dict__.get("flow") is not None:  # loaded: runs with limits end locked
+            dispatch.merge(self.hand_off_start(run.workflow_name, run.flow_key))
 
     def _live_children(self, run: WorkflowRun) -> list[str]:
         children = self._runs().filter(parent_run_id=run.id).exclude(status__in=TERMINAL)
@@ -632,17 +664,19 @@ class RunJournal(OrmBase):
         run.finished_at = now
         self.sql.update(run, ["finished_at"])
         self._close_open_work(run)
+        started = self._started(run)
         new = successor_run(
             continued,
             run_id=str(run.id),
             namespace=run.namespace,
             attributes=run.attributes,
-            depth=int(self._started(run).get("depth", 0)),
+            depth=int(started.get("depth", 0)),
             parent_run_id=str(run.parent_run_id) if run.parent_run_id else None,
             parent_command_id=run.parent_command_id,
             chain_root_id=str(run.chain_root_id or run.id),
             state=run.published_state,
             deadline=run.deadline,
+            flow=started.get("flow"),  # the successor keeps the slot: no admission
         )
         successor = self._insert_run(new, dispatch)
         Signal.objects.using(self.using).filter(run=run, consumed_by__isnull=True).update(
@@ -889,4 +923,6 @@ class RunJournal(OrmBase):
                 .values_list("id", flat=True)[:limit]
             )
             self._runs().filter(pk__in=ids).update(next_wakeup_at=now)
-        return Dispatch(runs=[(str(run_id), None) for run_id in ids])
+        dispatch = Dispatch(runs=[(str(run_id), None) for run_id in ids])
+        dispatch.merge(self.hand_off_starts(limit))  # slots freed with nobody to hand them on
+        return dispatch

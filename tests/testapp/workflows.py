@@ -380,3 +380,4 @@ from . import (  # noqa: E402
     updates,  # noqa: F401
 )
 from .flow import charge_customer  # noqa: E402, F401  (flow control's workflows)
+from .startflow import per_customer  # noqa: E402, F401  (start limits' workflows)
