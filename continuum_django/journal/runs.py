@@ -57,6 +57,7 @@ from .base import (
 )
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
 from .starts import signed_start
+from .timers import fire_batch
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 # Events whose commands write more than a task row (a timer, a child run, a consumed signal).
@@ -855,6 +856,8 @@ class RunJournal(OrmBase):
     # -- sweeping ------------------------------------------------------------
 
     def fire_due_timers(self, limit: int) -> Dispatch:
+        if connections[self.using].vendor == "postgresql":
+            return fire_batch(self.using, limit)  # one statement for the whole batch
         dispatch = Dispatch()
         timers = Timer.objects.using(self.using)
         due = timers.filter(fired=False, cancelled=False, fire_at__lte=Now())
@@ -864,6 +867,8 @@ class RunJournal(OrmBase):
                 mine = timers.select_for_update(skip_locked=True).filter(
                     run_id=run_id, fired=False, cancelled=False, fire_at__lte=now
                 )
+                if run.status not in TERMINAL and past_deadline(run, now):
+                    continue  # `time_out_runs` ends it and cancels its timers
                 firing = list(mine)
                 if not firing:
                     continue
