@@ -65,6 +65,7 @@ def test_a_burst_larger_than_one_sweep_is_swept_without_waiting_an_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(runtime(), "sweep_limit", 2)
+    monkeypatch.setattr(runtime(), "timer_batches", 1)
     for i in range(5):
         Timer.objects.create(
             run=RunFactory(status="suspended"),

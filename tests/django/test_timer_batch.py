@@ -152,3 +152,17 @@ def test_two_concurrent_sweeps_fire_every_timer_exactly_once() -> None:
         assert _fired(run) == [(2 + k, f"{k}:timer:sleep") for k in range(timers)]
         row = WorkflowRun.objects.get(pk=run.pk)
         assert (row.last_seq, row.revision) == (1 + timers, 4)
+
+
+def test_one_sweep_fires_batch_after_batch_before_it_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from continuum_django.worker import runtime
+
+    monkeypatch.setattr(runtime(), "sweep_limit", 2)
+    monkeypatch.setattr(runtime(), "timer_batches", 2)
+    for _ in range(5):
+        _sleeping()
+    assert runtime().sweep()["timers_fired"] == 4  # two full batches of two runs
+    assert runtime().sweep()["timers_fired"] == 1
+    assert not Timer.objects.filter(fired=False).exists()
