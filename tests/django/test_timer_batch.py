@@ -72,12 +72,27 @@ def test_the_statements_per_batch_do_not_grow_with_the_batch() -> None:
     assert statements(3) == statements(60) == 1
 
 
-def test_a_limit_bounds_the_runs_of_one_batch() -> None:
+def test_a_limit_bounds_one_batch_and_a_run_takes_all_its_due_timers() -> None:
     for _ in range(5):
-        _sleeping(2)
+        _sleeping(1)
     assert len(OrmJournal().fire_due_timers(3).runs) == 3
     assert len(OrmJournal().fire_due_timers(3).runs) == 2
-    assert WorkflowEvent.objects.filter(type="timer_fired").count() == 10
+    two = _sleeping(2)
+    assert OrmJournal().fire_due_timers(1).runs == [(str(two.id), None)]
+    assert _fired(two) == [(2, "0:timer:sleep"), (3, "1:timer:sleep")]
+    assert WorkflowEvent.objects.filter(type="timer_fired").count() == 7
+
+
+def test_the_batch_finds_due_timers_by_the_open_timers_index() -> None:
+    from continuum_django.journal.timers import _sql
+
+    for _ in range(3):
+        _sleeping()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {_sql('default')}", [500, "timer_fired"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "continuum_timer_due" in plan, plan
 
 
 def test_an_ended_run_gets_no_event_and_its_timer_is_done_with() -> None:
