@@ -65,7 +65,8 @@ def _recorded(counts: dict[str, int]) -> dict[str, int]:
 def _full(counts: dict[str, int] | None) -> bool:
     from .worker import runtime
 
-    return counts is not None and counts.get("timers_fired", 0) >= runtime().sweep_limit
+    limit = runtime().sweep_limit * runtime().timer_batches
+    return counts is not None and counts.get("timers_fired", 0) >= limit
 
 
 class Sweeper(threading.Thread):

@@ -187,6 +187,12 @@ class MemoryJournal:
 
     def _fire(self, timer: MemoryTimer, now: dt.datetime, dispatch: Dispatch) -> None:
         run = self.runs[timer.run_id]
+        if (
+            run.status not in RunStatus.TERMINAL
+            and run.deadline is not None
+            and run.deadline <= now
+        ):
+            return  # `time_out_runs` ends it and cancels its timers
         timer.fired = True
         if run.status in RunStatus.TERMINAL:
             return

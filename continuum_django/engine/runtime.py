@@ -189,6 +189,9 @@ class Runtime:
     quarantine_after: int = 5
     observer: Observer = field(default_factory=Observer)
     sweep_limit: int = 500
+    # Batches of due timers (``sweep_limit`` runs each) one sweep fires before it sends
+    # their runs' advances: a burst due at once is journaled without waiting on the broker.
+    timer_batches: int = 20
     rng: random.Random = field(default_factory=random.Random)
 
     # How long one Celery task may chain a run's steps in-process (advance, activity,
@@ -612,7 +615,7 @@ class Runtime:
         started = time.monotonic()
         # Runs past their deadline first: their timers and tasks then need no more work.
         late = self.journal.time_out_runs(self.sweep_limit)
-        dispatch = self.journal.fire_due_timers(self.sweep_limit)
+        dispatch = self._fire_due_timers()
         timers = len(dispatch.runs)
         expired = self.journal.expired_activities(self.sweep_limit)
         for claim in expired:
@@ -638,6 +641,16 @@ class Runtime:
         self.dispatcher.send(late.merge(dispatch).merge(lost_tasks).merge(lost_runs))
         self._tell("swept", counts, time.monotonic() - started)
         return counts
+
+    def _fire_due_timers(self) -> Dispatch:
+        """Fire due timers batch after batch while a batch is full, up to `timer_batches`."""
+        dispatch = Dispatch()
+        for _ in range(self.timer_batches):
+            batch = self.journal.fire_due_timers(self.sweep_limit)
+            dispatch.merge(batch)
+            if len(batch.runs) < self.sweep_limit:
+                break
+        return dispatch
 
     def _tell(self, hook: str, *args: Any) -> None:
         """Call the observer's ``hook``; what it raises is logged, never the runtime's fault."""

@@ -58,6 +58,7 @@ from .base import (
 from .lean import STATEMENT_CLOCK, Guarded, Insert, Pending
 from .starts import signed_start
 from .starts_flow import StartFlow, start_limits
+from .timers import fire_batch
 
 FINAL = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 # Events whose commands write more than a task row (a timer, a child run, a consumed signal).
@@ -889,6 +890,8 @@ class RunJournal(StartFlow, OrmBase):
     # -- sweeping ------------------------------------------------------------
 
     def fire_due_timers(self, limit: int) -> Dispatch:
+        if connections[self.using].vendor == "postgresql":
+            return fire_batch(self.using, limit)  # one statement for the whole batch
         dispatch = Dispatch()
         timers = Timer.objects.using(self.using)
         due = timers.filter(fired=False, cancelled=False, fire_at__lte=Now())
@@ -898,6 +901,8 @@ class RunJournal(StartFlow, OrmBase):
                 mine = timers.select_for_update(skip_locked=True).filter(
                     run_id=run_id, fired=False, cancelled=False, fire_at__lte=now
                 )
+                if run.status not in TERMINAL and past_deadline(run, now):
+                    continue  # `time_out_runs` ends it and cancels its timers
                 firing = list(mine)
                 if not firing:
                     continue
