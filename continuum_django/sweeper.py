@@ -19,6 +19,9 @@ from .conf import app_settings
 
 logger = logging.getLogger("continuum")
 
+# A tick woken for a timer waits this much past its due time, so the timer is due by then.
+MARGIN = 0.005
+
 # The advisory lock key of the sweep ("continu" in ASCII, a signed 64-bit int).
 SWEEP_LOCK = int.from_bytes(b"continu", "big")
 
@@ -62,6 +65,24 @@ def _recorded(counts: dict[str, int]) -> dict[str, int]:
     return counts
 
 
+def seconds_to_next_timer() -> float | None:
+    """Seconds from the database's clock to the earliest open timer's due time (one read of
+    the due-timers index); None when there is none, or it is due already (a timer the
+    sweep just left is waiting for something else than time: a run locked by its writer)."""
+    from django.db.models import DurationField, ExpressionWrapper, F, Min
+    from django.db.models.functions import Now
+
+    from .models import Timer
+
+    timers = Timer.objects.using(app_settings().DATABASE).filter(fired=False, cancelled=False)
+    gap = timers.aggregate(
+        gap=ExpressionWrapper(Min(F("fire_at")) - Now(), output_field=DurationField())
+    )["gap"]
+    if gap is None or gap.total_seconds() <= 0:
+        return None
+    return gap.total_seconds()
+
+
 def _full(counts: dict[str, int] | None) -> bool:
     from .worker import runtime
 
@@ -70,18 +91,24 @@ def _full(counts: dict[str, int] | None) -> bool:
 
 
 class Sweeper(threading.Thread):
-    """Sweeps every ``interval`` seconds in a worker's main process until stopped."""
+    """Sweeps every ``interval`` seconds in a worker's main process until stopped, and
+    sooner when a timer falls due before the next interval (on Postgres): a burst of timers
+    due at one moment is fired from that moment, not up to an interval later."""
 
     def __init__(self, interval: float) -> None:
         super().__init__(name="continuum-sweeper", daemon=True)
         self.interval = interval
+        self.wait = interval  # until the next tick
         self._stopping = threading.Event()
 
     def tick(self) -> dict[str, int] | None:
         try:
-            return sweep_exclusively()
+            counts = sweep_exclusively()
+            self.wait = self._next_wait()
+            return counts
         except Exception:
             logger.exception("sweeping from this worker")
+            self.wait = self.interval
             return None
         finally:
             # No connection stays open in the worker's main process for its pool to inherit
@@ -97,8 +124,16 @@ class Sweeper(threading.Thread):
             ticks += 1
         return ticks
 
+    def _next_wait(self) -> float:
+        if connections[app_settings().DATABASE].vendor != "postgresql":
+            return self.interval
+        due_in = seconds_to_next_timer()
+        if due_in is None:
+            return self.interval
+        return min(self.interval, due_in + MARGIN)
+
     def run(self) -> None:
-        while not self._stopping.wait(self.interval):
+        while not self._stopping.wait(self.wait):
             self.sweep_burst()
 
     def stop(self) -> None:
