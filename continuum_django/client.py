@@ -35,7 +35,7 @@ from .engine.exceptions import (
     WorkflowCancelled,
     run_failure,
 )
-from .engine.flow import ConcurrencyKey, FlowControl
+from .engine.flow import ConcurrencyKey
 from .engine.journal import NewRun
 from .engine.local import new_run
 from .engine.updates import UPDATE_PREFIX
@@ -177,10 +177,10 @@ def start(
     its key to end (see docs/guides/flow-control.md).
     """
     definition = _definition(workflow)
-    flow = definition.start_flow(
-        concurrency=concurrency, concurrency_key=concurrency_key, priority=priority
-    )
-    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout, flow)
+    new = _new_run(
+        definition, args, kwargs, idempotency_key, namespace, attributes, timeout,
+        concurrency=concurrency, concurrency_key=concurrency_key, priority=priority,
+    )  # fmt: skip
     conf = app_settings()
     engine = runtime()
     run_id, created, dispatch = engine.journal.create_run(new)
@@ -188,10 +188,7 @@ def start(
         _warn_reused_key(run_id, new.idempotency_key, new.input)
     engine.dispatcher.send(dispatch)
     if created:
-        lifecycle.after_commit(
-            conf.DATABASE, lifecycle.run_started, WorkflowRun,
-            run_id=run_id, workflow=new.workflow_name, version=new.version,
-        )  # fmt: skip
+        _announce_started(conf.DATABASE, run_id, new)
     return RunHandle(run_id)
 
 
@@ -210,10 +207,16 @@ def _new_run(
     namespace: str,
     attributes: dict[str, Any] | None,
     timeout: Duration | None = None,
-    flow: FlowControl | None = None,
+    *,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    priority: int | None = None,
 ) -> NewRun:
     """The run `start` (or `signal_with_start`) would insert, every input checked, its
-    start limits (``flow``, the workflow's declared ones by default) evaluated."""
+    start limits (the workflow's declared ones, with these overrides) evaluated."""
+    flow = definition.start_flow(
+        concurrency=concurrency, concurrency_key=concurrency_key, priority=priority
+    )
     _check_start(definition, args, kwargs)
     check_start_options(
         idempotency_key=idempotency_key, namespace=namespace, attributes=attributes,
@@ -268,10 +271,10 @@ def signal_with_start(
         raise ValueError(
             "signal_with_start needs an idempotency_key: it names the run to signal or start"
         )
-    flow = definition.start_flow(
-        concurrency=concurrency, concurrency_key=concurrency_key, priority=priority
-    )
-    new = _new_run(definition, args, kwargs, idempotency_key, namespace, attributes, timeout, flow)
+    new = _new_run(
+        definition, args, kwargs, idempotency_key, namespace, attributes, timeout,
+        concurrency=concurrency, concurrency_key=concurrency_key, priority=priority,
+    )  # fmt: skip
     encoded = _signal_payload(signal, payload, dedupe_key)
     check_signal(definition, signal, codec.decode(encoded))
     conf = app_settings()
@@ -279,12 +282,17 @@ def signal_with_start(
     run_id, created, dispatch = engine.journal.signal_with_start(new, signal, encoded, dedupe_key)
     engine.dispatcher.send(dispatch)
     if created:
-        lifecycle.after_commit(
-            conf.DATABASE, lifecycle.run_started, WorkflowRun,
-            run_id=run_id, workflow=new.workflow_name, version=new.version,
-        )  # fmt: skip
+        _announce_started(conf.DATABASE, run_id, new)
     lifecycle.after_commit(conf.DATABASE, lifecycle.signal_sent, Signal, run_id=run_id, name=signal)
     return RunHandle(run_id)
+
+
+def _announce_started(using: str, run_id: str, new: NewRun) -> None:
+    """`lifecycle.run_started` for a run this call created, once its transaction commits."""
+    lifecycle.after_commit(
+        using, lifecycle.run_started, WorkflowRun,
+        run_id=run_id, workflow=new.workflow_name, version=new.version,
+    )  # fmt: skip
 
 
 def _signal_payload(name: Any, payload: Any, dedupe_key: Any) -> Any:
